@@ -1,0 +1,3 @@
+//! flowlayers: invertible layers with exact log-determinants, built on flowtensor.
+
+pub use flowtensor;

@@ -1,0 +1,16 @@
+//! Reverse-mode automatic differentiation.
+//!
+//! Every op records, when grad mode is on and an input requires grad, an
+//! [`op::Op`] naming its inputs. `backward` walks that graph once in reverse
+//! topological order, applying one backward rule per op, and accumulates the
+//! gradients of leaf variables into their `grad` slots.
+
+mod backprop;
+mod custom;
+mod mode;
+pub(crate) mod op;
+
+pub(crate) use backprop::backward;
+pub use backprop::GradStore;
+pub use custom::CustomOp;
+pub use mode::{is_grad_enabled, no_grad, NoGradGuard};

@@ -1,0 +1,50 @@
+//! The recorded operations of the autodiff graph.
+
+use crate::ops::kinds::{BinaryOp, ReduceOp, UnaryOp};
+use crate::{CustomOp, Tensor};
+use std::sync::Arc;
+
+/// How a tensor was computed from its inputs; each variant has one backward
+/// rule, next to the forward of its op family in `ops/`.
+#[derive(Clone)]
+pub(crate) enum Op {
+    Unary(Tensor, UnaryOp),
+    Binary(Tensor, Tensor, BinaryOp),
+    /// mask (no gradient), value where true, value where false.
+    Where(Tensor, Tensor, Tensor),
+    /// Reduction with the reduced dimensions kept as size 1.
+    Reduce(Tensor, ReduceOp, Vec<usize>),
+    Matmul(Tensor, Tensor),
+    Reshape(Tensor),
+    Permute(Tensor, Vec<usize>),
+    /// dim, start.
+    Narrow(Tensor, usize, usize),
+    Broadcast(Tensor),
+    Flip(Tensor, Vec<usize>),
+    Contiguous(Tensor),
+    Cat(Vec<Tensor>, usize),
+    IndexSelect(Tensor, usize, Arc<[usize]>),
+    Cast(Tensor),
+    Custom(Arc<dyn CustomOp>, Vec<Tensor>),
+}
+
+impl Op {
+    /// The inputs gradients flow to, in the order backward returns them.
+    pub fn inputs(&self) -> Vec<&Tensor> {
+        match self {
+            Op::Unary(x, _)
+            | Op::Reduce(x, _, _)
+            | Op::Reshape(x)
+            | Op::Permute(x, _)
+            | Op::Narrow(x, _, _)
+            | Op::Broadcast(x)
+            | Op::Flip(x, _)
+            | Op::Contiguous(x)
+            | Op::IndexSelect(x, _, _)
+            | Op::Cast(x) => vec![x],
+            Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
+            Op::Where(_, t, f) => vec![t, f],
+            Op::Cat(xs, _) | Op::Custom(_, xs) => xs.iter().collect(),
+        }
+    }
+}

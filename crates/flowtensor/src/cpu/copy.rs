@@ -1,0 +1,78 @@
+//! Copying kernels: concatenation, index selection and its adjoint.
+
+use super::kernels::map;
+use crate::layout::Layout;
+use crate::Element;
+use std::borrow::Cow;
+
+/// The elements of `layout` in row-major order, borrowed when already contiguous.
+pub fn contiguous<'a, T: Element>(src: &'a [T], layout: &Layout) -> Cow<'a, [T]> {
+    match layout.contiguous_range() {
+        Some(r) => Cow::Borrowed(&src[r]),
+        None => Cow::Owned(map(src, layout, |x| x)),
+    }
+}
+
+/// Concatenation along `dim` of parts whose other dimensions agree.
+pub fn cat<T: Element>(parts: &[(&[T], &Layout)], dim: usize) -> Vec<T> {
+    let outer: usize = parts[0].1.shape()[..dim].iter().product();
+    let blocks: Vec<(Cow<[T]>, usize)> = parts
+        .iter()
+        .map(|(s, l)| (contiguous(s, l), l.shape()[dim..].iter().product()))
+        .collect();
+    let total: usize = blocks.iter().map(|(b, _)| b.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    for o in 0..outer {
+        for (block, inner) in &blocks {
+            out.extend_from_slice(&block[o * inner..(o + 1) * inner]);
+        }
+    }
+    out
+}
+
+/// Splits a shape at `dim` into (outer, size of dim, inner) element counts.
+fn split_at_dim(shape: &[usize], dim: usize) -> (usize, usize, usize) {
+    (
+        shape[..dim].iter().product(),
+        shape[dim],
+        shape[dim + 1..].iter().product(),
+    )
+}
+
+/// `out[.., j, ..] = src[.., idx[j], ..]` along `dim`.
+pub fn index_select<T: Element>(src: &[T], layout: &Layout, dim: usize, idx: &[usize]) -> Vec<T> {
+    let c = contiguous(src, layout);
+    let (outer, d, inner) = split_at_dim(layout.shape(), dim);
+    let mut out = Vec::with_capacity(outer * idx.len() * inner);
+    for o in 0..outer {
+        for &j in idx {
+            let start = (o * d + j) * inner;
+            out.extend_from_slice(&c[start..start + inner]);
+        }
+    }
+    out
+}
+
+/// The adjoint of [`index_select`]: `out[.., idx[j], ..] += src[.., j, ..]`,
+/// with `size` entries along `dim` in the output.
+pub fn index_add<T: Element>(
+    src: &[T],
+    layout: &Layout,
+    dim: usize,
+    idx: &[usize],
+    size: usize,
+) -> Vec<T> {
+    let c = contiguous(src, layout);
+    let (outer, len, inner) = split_at_dim(layout.shape(), dim);
+    let mut out = vec![T::zero(); outer * size * inner];
+    for o in 0..outer {
+        for (j, &target) in idx.iter().enumerate().take(len) {
+            let from = &c[(o * len + j) * inner..][..inner];
+            let to = &mut out[(o * size + target) * inner..][..inner];
+            for (t, &f) in to.iter_mut().zip(from) {
+                *t = *t + f;
+            }
+        }
+    }
+    out
+}

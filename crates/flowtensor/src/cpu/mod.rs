@@ -1,0 +1,296 @@
+//! The CPU backend: host vectors and the kernels that run on them.
+
+mod copy;
+mod kernels;
+mod matmul;
+
+pub use kernels::PAR_THRESHOLD;
+
+use crate::layout::Layout;
+use crate::ops::kinds::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::{DType, Element, Error, Result};
+use kernels::{map, reduce, zip3_map, zip_map};
+use num_traits::Float;
+
+/// Host memory holding f32 or f64 elements.
+#[derive(Clone, Debug)]
+pub enum CpuStorage {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// Applies a generic expression to the vector inside a storage, keeping the variant.
+macro_rules! each_dtype {
+    ($s:expr, $v:ident => $body:expr) => {
+        match $s {
+            CpuStorage::F32($v) => CpuStorage::F32($body),
+            CpuStorage::F64($v) => CpuStorage::F64($body),
+        }
+    };
+}
+
+/// Like [`each_dtype`] for two storages that must share a dtype.
+macro_rules! each_dtype_pair {
+    ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
+        match ($a, $b) {
+            (CpuStorage::F32($x), CpuStorage::F32($y)) => Ok(CpuStorage::F32($body)),
+            (CpuStorage::F64($x), CpuStorage::F64($y)) => Ok(CpuStorage::F64($body)),
+            (x, y) => Err(Error::DTypeMismatch {
+                op: $op,
+                lhs: x.dtype(),
+                rhs: y.dtype(),
+            }),
+        }
+    };
+}
+
+fn sigmoid<T: Float>(x: T) -> T {
+    if x >= T::zero() {
+        T::one() / (T::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::one() + e)
+    }
+}
+
+fn unary_kernel<T: Element>(src: &[T], l: &Layout, op: UnaryOp) -> Vec<T> {
+    let zero = T::zero();
+    match op {
+        UnaryOp::Neg => map(src, l, |x: T| -x),
+        UnaryOp::Exp => map(src, l, |x: T| x.exp()),
+        UnaryOp::Log => map(src, l, |x: T| x.ln()),
+        UnaryOp::Log1p => map(src, l, |x: T| x.ln_1p()),
+        UnaryOp::Sqrt => map(src, l, |x: T| x.sqrt()),
+        UnaryOp::Abs => map(src, l, |x: T| x.abs()),
+        UnaryOp::Square => map(src, l, |x: T| x * x),
+        UnaryOp::Tanh => map(src, l, |x: T| x.tanh()),
+        UnaryOp::Sigmoid => map(src, l, sigmoid),
+        UnaryOp::LogSigmoid => map(src, l, |x: T| x.min(zero) - (-x.abs()).exp().ln_1p()),
+        UnaryOp::Softplus => map(src, l, |x: T| x.max(zero) + (-x.abs()).exp().ln_1p()),
+        UnaryOp::Relu => map(src, l, |x: T| x.max(zero)),
+        UnaryOp::Silu => map(src, l, |x: T| x * sigmoid(x)),
+        UnaryOp::Powf(p) => {
+            let p = T::from_f64(p);
+            map(src, l, |x: T| x.powf(p))
+        }
+        UnaryOp::Affine { mul, add } => {
+            let (m, a) = (T::from_f64(mul), T::from_f64(add));
+            map(src, l, |x: T| x * m + a)
+        }
+        UnaryOp::Clamp { lo, hi } => {
+            let (lo, hi) = (T::from_f64(lo), T::from_f64(hi));
+            map(src, l, |x: T| x.max(lo).min(hi))
+        }
+    }
+}
+
+fn binary_kernel<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout, op: BinaryOp) -> Vec<T> {
+    match op {
+        BinaryOp::Add => zip_map(a, la, b, lb, |x, y| x + y),
+        BinaryOp::Sub => zip_map(a, la, b, lb, |x, y| x - y),
+        BinaryOp::Mul => zip_map(a, la, b, lb, |x, y| x * y),
+        BinaryOp::Div => zip_map(a, la, b, lb, |x, y| x / y),
+    }
+}
+
+fn cmp_kernel<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout, op: CmpOp) -> Vec<T> {
+    let mask = |c: bool| if c { T::one() } else { T::zero() };
+    match op {
+        CmpOp::Eq => zip_map(a, la, b, lb, |x, y| mask(x == y)),
+        CmpOp::Ne => zip_map(a, la, b, lb, |x, y| mask(x != y)),
+        CmpOp::Lt => zip_map(a, la, b, lb, |x, y| mask(x < y)),
+        CmpOp::Le => zip_map(a, la, b, lb, |x, y| mask(x <= y)),
+        CmpOp::Gt => zip_map(a, la, b, lb, |x, y| mask(x > y)),
+        CmpOp::Ge => zip_map(a, la, b, lb, |x, y| mask(x >= y)),
+    }
+}
+
+fn reduce_kernel<T: Element>(src: &[T], l: &Layout, dims: &[usize], op: ReduceOp) -> Vec<T> {
+    match op {
+        ReduceOp::Sum => reduce(src, l, dims, T::zero(), |a, x| a + x),
+        ReduceOp::Max => reduce(src, l, dims, T::neg_infinity(), |a: T, x: T| {
+            if x > a || x.is_nan() {
+                x
+            } else {
+                a
+            }
+        }),
+        ReduceOp::Min => reduce(src, l, dims, T::infinity(), |a: T, x: T| {
+            if x < a || x.is_nan() {
+                x
+            } else {
+                a
+            }
+        }),
+    }
+}
+
+impl CpuStorage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+        }
+    }
+
+    /// Number of elements held (not of any one view).
+    pub fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `n` zeros of `dtype`.
+    pub(crate) fn zeros(n: usize, dtype: DType) -> CpuStorage {
+        match dtype {
+            DType::F32 => CpuStorage::F32(vec![0.0; n]),
+            DType::F64 => CpuStorage::F64(vec![0.0; n]),
+        }
+    }
+
+    pub(crate) fn unary(&self, l: &Layout, op: UnaryOp) -> CpuStorage {
+        each_dtype!(self, v => unary_kernel(v, l, op))
+    }
+
+    pub(crate) fn binary(
+        &self,
+        la: &Layout,
+        rhs: &Self,
+        lb: &Layout,
+        op: BinaryOp,
+    ) -> Result<Self> {
+        each_dtype_pair!("binary", self, rhs, (a, b) => binary_kernel(a, la, b, lb, op))
+    }
+
+    pub(crate) fn cmp(&self, la: &Layout, rhs: &Self, lb: &Layout, op: CmpOp) -> Result<Self> {
+        each_dtype_pair!("cmp", self, rhs, (a, b) => cmp_kernel(a, la, b, lb, op))
+    }
+
+    /// `mask != 0 ? on_true : on_false` elementwise; all three share a shape.
+    pub(crate) fn where_cond(
+        &self,
+        lm: &Layout,
+        on_true: (&Self, &Layout),
+        on_false: (&Self, &Layout),
+    ) -> Result<Self> {
+        fn pick<T: Element>(m: T, t: T, f: T) -> T {
+            if m != T::zero() {
+                t
+            } else {
+                f
+            }
+        }
+        match (self, on_true.0, on_false.0) {
+            (CpuStorage::F32(m), CpuStorage::F32(t), CpuStorage::F32(f)) => Ok(CpuStorage::F32(
+                zip3_map((m, lm), (t, on_true.1), (f, on_false.1), pick),
+            )),
+            (CpuStorage::F64(m), CpuStorage::F64(t), CpuStorage::F64(f)) => Ok(CpuStorage::F64(
+                zip3_map((m, lm), (t, on_true.1), (f, on_false.1), pick),
+            )),
+            (m, t, f) => Err(Error::DTypeMismatch {
+                op: "where_cond",
+                lhs: m.dtype(),
+                rhs: if t.dtype() != m.dtype() {
+                    t.dtype()
+                } else {
+                    f.dtype()
+                },
+            }),
+        }
+    }
+
+    pub(crate) fn reduce(&self, l: &Layout, dims: &[usize], op: ReduceOp) -> CpuStorage {
+        each_dtype!(self, v => reduce_kernel(v, l, dims, op))
+    }
+
+    pub(crate) fn matmul(&self, la: &Layout, rhs: &Self, lb: &Layout) -> Result<Self> {
+        each_dtype_pair!("matmul", self, rhs, (a, b) => matmul::matmul(a, la, b, lb))
+    }
+
+    /// The elements of `l` as a new contiguous buffer.
+    pub(crate) fn copy_strided(&self, l: &Layout) -> CpuStorage {
+        each_dtype!(self, v => map(v, l, |x| x))
+    }
+
+    /// Concatenation along `dim`; all parts share this storage's dtype.
+    pub(crate) fn cat(parts: &[(&CpuStorage, &Layout)], dim: usize) -> Result<CpuStorage> {
+        fn typed<'a, T: Element>(
+            parts: &[(&'a CpuStorage, &'a Layout)],
+        ) -> Option<Vec<(&'a [T], &'a Layout)>> {
+            parts
+                .iter()
+                .map(|(s, l)| Some((T::slice(s)?, *l)))
+                .collect()
+        }
+        let dtype = parts[0].0.dtype();
+        let mismatch = || {
+            let other = parts.iter().map(|p| p.0.dtype()).find(|&d| d != dtype);
+            Error::DTypeMismatch {
+                op: "cat",
+                lhs: dtype,
+                rhs: other.unwrap_or(dtype),
+            }
+        };
+        Ok(match dtype {
+            DType::F32 => {
+                CpuStorage::F32(copy::cat(&typed::<f32>(parts).ok_or_else(mismatch)?, dim))
+            }
+            DType::F64 => {
+                CpuStorage::F64(copy::cat(&typed::<f64>(parts).ok_or_else(mismatch)?, dim))
+            }
+        })
+    }
+
+    pub(crate) fn index_select(&self, l: &Layout, dim: usize, idx: &[usize]) -> CpuStorage {
+        each_dtype!(self, v => copy::index_select(v, l, dim, idx))
+    }
+
+    pub(crate) fn index_add(
+        &self,
+        l: &Layout,
+        dim: usize,
+        idx: &[usize],
+        size: usize,
+    ) -> CpuStorage {
+        each_dtype!(self, v => copy::index_add(v, l, dim, idx, size))
+    }
+
+    /// The elements of `l` converted to `dtype`, contiguous.
+    pub(crate) fn to_dtype(&self, l: &Layout, dtype: DType) -> CpuStorage {
+        match (self, dtype) {
+            (CpuStorage::F32(v), DType::F64) => CpuStorage::F64(map(v, l, |x| x as f64)),
+            (CpuStorage::F64(v), DType::F32) => CpuStorage::F32(map(v, l, |x| x as f32)),
+            _ => self.copy_strided(l),
+        }
+    }
+
+    /// Overwrites the contiguous range `dst` with the elements of `src` at `ls`.
+    pub(crate) fn write_range(
+        &mut self,
+        dst: std::ops::Range<usize>,
+        src: &CpuStorage,
+        ls: &Layout,
+    ) -> Result<()> {
+        match (self, src) {
+            (CpuStorage::F32(d), CpuStorage::F32(s)) => {
+                d[dst].copy_from_slice(&copy::contiguous(s, ls))
+            }
+            (CpuStorage::F64(d), CpuStorage::F64(s)) => {
+                d[dst].copy_from_slice(&copy::contiguous(s, ls))
+            }
+            (d, s) => {
+                return Err(Error::DTypeMismatch {
+                    op: "set_data",
+                    lhs: d.dtype(),
+                    rhs: s.dtype(),
+                })
+            }
+        }
+        Ok(())
+    }
+}

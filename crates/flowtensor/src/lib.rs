@@ -1,0 +1,37 @@
+//! flowtensor: strided f32/f64 tensors with reverse-mode autodiff.
+//!
+//! - [`Tensor`]: shared storage plus a [`Layout`] (shape, strides, offset);
+//!   views (reshape, permute, narrow, broadcast, flip) share storage.
+//! - Devices: [`Device::Cpu`] (rayon + matrixmultiply) and [`Device::Cuda`]
+//!   (dispatched from the start; this build reports it unavailable).
+//! - Autodiff: ops record a graph when an input requires grad;
+//!   [`Tensor::backward`] accumulates leaf gradients; [`no_grad`] turns
+//!   recording off; [`CustomOp`] adds ops with their own backward.
+//! - Every op with shape preconditions returns [`Result`] with an [`Error`]
+//!   naming the op and the shapes.
+
+mod autograd;
+mod cpu;
+mod cuda;
+mod device;
+mod dtype;
+mod error;
+pub mod gradcheck;
+mod layout;
+mod ops;
+pub mod random;
+mod storage;
+mod tensor;
+
+pub use autograd::{is_grad_enabled, no_grad, CustomOp, GradStore, NoGradGuard};
+pub use cpu::{CpuStorage, PAR_THRESHOLD};
+pub use cuda::CudaStorage;
+pub use device::Device;
+pub use dtype::{DType, Element};
+pub use error::{Error, Result};
+pub use layout::{broadcast_shape, contiguous_strides, Layout};
+pub use ops::kinds;
+pub use ops::PadMode;
+pub use random::{Generator, GeneratorState};
+pub use storage::Storage;
+pub use tensor::{Tensor, TensorId};

@@ -1,0 +1,52 @@
+//! Matrix products with batch broadcasting.
+
+use crate::autograd::op::Op;
+use crate::layout::broadcast_shape;
+use crate::ops::binary::check_compatible;
+use crate::{Error, Result, Tensor};
+
+impl Tensor {
+    /// `self @ rhs` for `(..., m, k) @ (..., k, n)`; batch dimensions broadcast.
+    /// Any strides are read directly (transposed operands are not copied).
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        let (sa, sb) = (self.shape(), rhs.shape());
+        if sa.len() < 2 || sb.len() < 2 {
+            return Err(Error::shape(
+                "matmul",
+                &[sa, sb],
+                "both operands need at least 2 dimensions",
+            ));
+        }
+        let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+        let (k2, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+        if k != k2 {
+            return Err(Error::shape(
+                "matmul",
+                &[sa, sb],
+                format!("inner dimensions differ ({k} vs {k2})"),
+            ));
+        }
+        check_compatible("matmul", self, rhs)?;
+        let batch = broadcast_shape("matmul", &sa[..sa.len() - 2], &sb[..sb.len() - 2])
+            .map_err(|_| Error::shape("matmul", &[sa, sb], "batch dimensions do not broadcast"))?;
+        let a = self.broadcast_as(&[batch.as_slice(), &[m, k]].concat())?;
+        let b = rhs.broadcast_as(&[batch.as_slice(), &[k, n]].concat())?;
+        let storage = a.storage().matmul(a.layout(), &b.storage(), b.layout())?;
+        let shape = [batch.as_slice(), &[m, n]].concat();
+        Ok(Tensor::from_op(
+            storage,
+            &shape,
+            || Op::Matmul(a.clone(), b.clone()),
+            &[&a, &b],
+        ))
+    }
+}
+
+/// Gradients of `a` and `b` for `y = a @ b` given the gradient `g` of `y`.
+pub(crate) fn backward(a: &Tensor, b: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
+    let r = a.rank();
+    Ok((
+        g.matmul(&b.transpose(r - 2, r - 1)?)?,
+        a.transpose(r - 2, r - 1)?.matmul(g)?,
+    ))
+}

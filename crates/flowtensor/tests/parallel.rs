@@ -1,0 +1,155 @@
+//! The parallel paths (tensors above the rayon threshold, threaded and
+//! batch-parallel GEMM) against naive loops over the contiguous data.
+
+use flowtensor::{DType, Device, Generator, Tensor, PAR_THRESHOLD};
+
+const SHAPE: [usize; 3] = [40, 48, 36];
+
+fn big() -> (Tensor, Vec<f64>) {
+    assert!(SHAPE.iter().product::<usize>() > 2 * PAR_THRESHOLD);
+    let x = Generator::new(1)
+        .randn(&SHAPE, DType::F64, Device::Cpu)
+        .unwrap();
+    let v = x.to_vec::<f64>().unwrap();
+    (x, v)
+}
+
+fn at(v: &[f64], i: usize, j: usize, k: usize) -> f64 {
+    v[(i * SHAPE[1] + j) * SHAPE[2] + k]
+}
+
+fn close(a: &[f64], b: &[f64], tol: f64) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * (1.0 + y.abs()),
+            "element {i}: {x} vs {y}"
+        );
+    }
+}
+
+#[test]
+fn elementwise_on_large_strided_views() {
+    let (x, v) = big();
+    // permuted to (k, i, j), flipped along the new first dim
+    let got = x
+        .permute(&[2, 0, 1])
+        .unwrap()
+        .flip(&[0])
+        .unwrap()
+        .tanh()
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    let mut want = Vec::new();
+    for k in (0..SHAPE[2]).rev() {
+        for i in 0..SHAPE[0] {
+            for j in 0..SHAPE[1] {
+                want.push(at(&v, i, j, k).tanh());
+            }
+        }
+    }
+    close(&got, &want, 1e-15);
+    // broadcast binary: x (i, j, k) + row (k)
+    let row = Generator::new(2)
+        .randn(&[SHAPE[2]], DType::F64, Device::Cpu)
+        .unwrap();
+    let r = row.to_vec::<f64>().unwrap();
+    let got = x
+        .transpose(0, 1)
+        .unwrap()
+        .mul(&row)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    let mut want = Vec::new();
+    for j in 0..SHAPE[1] {
+        for i in 0..SHAPE[0] {
+            for (k, rk) in r.iter().enumerate() {
+                want.push(at(&v, i, j, k) * rk);
+            }
+        }
+    }
+    close(&got, &want, 1e-15);
+}
+
+#[test]
+fn reductions_on_large_tensors() {
+    let (x, v) = big();
+    let sum_over = |dims: &[usize]| x.sum(dims, false).unwrap().to_vec::<f64>().unwrap();
+    let mut by_j = vec![0.0; SHAPE[1]];
+    let mut by_ik = vec![0.0; SHAPE[0] * SHAPE[2]];
+    let mut total = 0.0;
+    let mut max_k = vec![f64::NEG_INFINITY; SHAPE[0] * SHAPE[1]];
+    for i in 0..SHAPE[0] {
+        for j in 0..SHAPE[1] {
+            for k in 0..SHAPE[2] {
+                let e = at(&v, i, j, k);
+                by_j[j] += e;
+                by_ik[i * SHAPE[2] + k] += e;
+                total += e;
+                max_k[i * SHAPE[1] + j] = max_k[i * SHAPE[1] + j].max(e);
+            }
+        }
+    }
+    close(&sum_over(&[0, 2]), &by_j, 1e-12);
+    close(&sum_over(&[1]), &by_ik, 1e-12);
+    close(
+        &[x.sum_all().unwrap().to_scalar().unwrap()],
+        &[total],
+        1e-12,
+    );
+    close(
+        &x.max(&[2], false).unwrap().to_vec::<f64>().unwrap(),
+        &max_k,
+        0.0,
+    );
+}
+
+fn naive_matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+        }
+    }
+    c
+}
+
+#[test]
+fn gemm_paths() {
+    let mut g = Generator::new(4);
+    // large product: threaded inside matrixmultiply
+    let (m, k, n) = (150, 160, 170);
+    let a = g.randn(&[m, k], DType::F64, Device::Cpu).unwrap();
+    let b = g.randn(&[k, n], DType::F64, Device::Cpu).unwrap();
+    let want = naive_matmul(&a.to_vec().unwrap(), &b.to_vec().unwrap(), m, k, n);
+    close(
+        &a.matmul(&b).unwrap().to_vec::<f64>().unwrap(),
+        &want,
+        1e-12,
+    );
+    // many small products: spread over the batch with rayon
+    let (batch, m, k, n) = (64, 5, 6, 7);
+    let a = g.randn(&[batch, m, k], DType::F64, Device::Cpu).unwrap();
+    let b = g.randn(&[batch, k, n], DType::F64, Device::Cpu).unwrap();
+    let (av, bv) = (a.to_vec::<f64>().unwrap(), b.to_vec::<f64>().unwrap());
+    let got = a.matmul(&b).unwrap().to_vec::<f64>().unwrap();
+    for i in 0..batch {
+        let want = naive_matmul(
+            &av[i * m * k..][..m * k],
+            &bv[i * k * n..][..k * n],
+            m,
+            k,
+            n,
+        );
+        close(&got[i * m * n..][..m * n], &want, 1e-12);
+    }
+    // f32 agrees with f64
+    let got32 = a
+        .to_dtype(DType::F32)
+        .unwrap()
+        .matmul(&b.to_dtype(DType::F32).unwrap())
+        .unwrap();
+    close(&got32.to_vec_f64().unwrap(), &got, 1e-5);
+}

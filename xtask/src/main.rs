@@ -1,0 +1,82 @@
+//! Project tasks, run as `cargo xtask <task>`.
+//!
+//! - `cargo xtask ci`: formatting check, clippy with warnings denied, and the test suite.
+//! - `cargo xtask bench [NAME] [-- CRITERION ARGS]`: the criterion benches.
+
+use clap::{Parser, Subcommand};
+use std::process::{Command, ExitCode};
+
+#[derive(Parser)]
+#[command(about = "Tasks of the flows workspace")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Format check, clippy (warnings are errors) and the tests, as CI runs them.
+    Ci,
+    /// Runs the criterion benches (all, or the one named).
+    Bench {
+        /// A bench target, e.g. `matmul`.
+        name: Option<String>,
+        /// Arguments passed to criterion after `--` (e.g. a case filter).
+        #[arg(last = true)]
+        criterion_args: Vec<String>,
+    },
+}
+
+fn cargo(args: &[&str]) -> Result<(), String> {
+    eprintln!("+ cargo {}", args.join(" "));
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .status()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo {} failed ({status})", args.join(" ")))
+    }
+}
+
+fn run(task: Task) -> Result<(), String> {
+    match task {
+        Task::Ci => {
+            cargo(&["fmt", "--all", "--", "--check"])?;
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
+            cargo(&["test", "--workspace"])
+        }
+        Task::Bench {
+            name,
+            criterion_args,
+        } => {
+            let mut args = vec!["bench", "-p", "flows"];
+            if let Some(name) = &name {
+                args.extend(["--bench", name.as_str()]);
+            }
+            if !criterion_args.is_empty() {
+                args.push("--");
+                args.extend(criterion_args.iter().map(String::as_str));
+            }
+            cargo(&args)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
