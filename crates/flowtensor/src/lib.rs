@@ -11,13 +11,16 @@
 //!   naming the op and the shapes.
 
 mod autograd;
+pub mod conv;
 mod cpu;
 mod cuda;
 mod device;
 mod dtype;
 mod error;
+pub mod fft;
 pub mod gradcheck;
 mod layout;
+pub mod linalg;
 mod ops;
 pub mod random;
 mod storage;

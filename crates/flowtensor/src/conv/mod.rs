@@ -1,0 +1,1 @@
+//! 2-D convolutions (NCHW input, OIHW weights) and their transposes.

@@ -1,0 +1,1 @@
+//! FFTs over chosen dimensions and a complex tensor type (being written).
