@@ -31,7 +31,8 @@ pub trait Element:
     fn into_storage(v: Vec<Self>) -> CpuStorage;
     /// The storage's data if it holds this type.
     fn slice(s: &CpuStorage) -> Option<&[Self]>;
-    /// C = alpha * A B + beta * C with general strides (matrixmultiply's sgemm or dgemm).
+    /// `C = A B` (or `C += A B` when `accumulate`) with general strides,
+    /// through matrixmultiply's sgemm or dgemm.
     ///
     /// # Safety
     /// The pointers and strides must describe valid m x k, k x n and m x n matrices,
@@ -50,6 +51,7 @@ pub trait Element:
         c: *mut Self,
         rsc: isize,
         csc: isize,
+        accumulate: bool,
     );
 }
 
@@ -85,8 +87,10 @@ macro_rules! impl_element {
                 c: *mut Self,
                 rsc: isize,
                 csc: isize,
+                accumulate: bool,
             ) {
-                $gemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
+                let beta = if accumulate { 1.0 } else { 0.0 };
+                $gemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
             }
         }
     };

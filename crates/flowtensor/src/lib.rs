@@ -11,7 +11,7 @@
 //!   naming the op and the shapes.
 
 mod autograd;
-pub mod conv;
+mod conv;
 mod cpu;
 mod cuda;
 mod device;
@@ -27,6 +27,7 @@ mod storage;
 mod tensor;
 
 pub use autograd::{is_grad_enabled, no_grad, CustomOp, GradStore, NoGradGuard};
+pub use conv::{Conv2dParams, ConvTranspose2dParams};
 pub use cpu::{CpuStorage, PAR_THRESHOLD};
 pub use cuda::CudaStorage;
 pub use device::Device;

@@ -1,7 +1,8 @@
 //! Device dispatch: every storage operation goes through [`Storage`], which
 //! forwards to the backend that holds the data.
 
-use crate::cpu::CpuStorage;
+use crate::conv::ConvGeom;
+use crate::cpu::{ConvKernel, CpuStorage};
 use crate::cuda::CudaStorage;
 use crate::layout::Layout;
 use crate::ops::kinds::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
@@ -98,6 +99,36 @@ impl Storage {
 
     pub(crate) fn matmul(&self, la: &Layout, rhs: &Storage, lb: &Layout) -> Result<Storage> {
         on_backend_pair!(self, rhs, (a, b) => Ok(Storage::Cpu(a.matmul(la, b, lb)?)))
+    }
+
+    pub(crate) fn conv_fwd(
+        &self,
+        lx: &Layout,
+        w: &Storage,
+        lw: &Layout,
+        g: &ConvGeom,
+    ) -> Result<Storage> {
+        on_backend_pair!(self, w, (x, w) => Ok(Storage::Cpu(x.conv(lx, w, lw, g, ConvKernel::Forward)?)))
+    }
+
+    pub(crate) fn conv_bwd_data(
+        &self,
+        ly: &Layout,
+        w: &Storage,
+        lw: &Layout,
+        g: &ConvGeom,
+    ) -> Result<Storage> {
+        on_backend_pair!(self, w, (y, w) => Ok(Storage::Cpu(y.conv(ly, w, lw, g, ConvKernel::BackwardData)?)))
+    }
+
+    pub(crate) fn conv_bwd_weight(
+        &self,
+        lx: &Layout,
+        dy: &Storage,
+        ldy: &Layout,
+        g: &ConvGeom,
+    ) -> Result<Storage> {
+        on_backend_pair!(self, dy, (x, dy) => Ok(Storage::Cpu(x.conv(lx, dy, ldy, g, ConvKernel::BackwardWeight)?)))
     }
 
     pub(crate) fn copy_strided(&self, l: &Layout) -> Result<Storage> {

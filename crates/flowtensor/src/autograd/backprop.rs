@@ -2,6 +2,7 @@
 //! accumulation of leaf gradients.
 
 use super::op::Op;
+use crate::conv;
 use crate::ops::{binary, copy, matmul, reduce, unary, view};
 use crate::{no_grad, Error, Result, Tensor, TensorId};
 use std::collections::{HashMap, HashSet};
@@ -94,6 +95,14 @@ fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>
         Op::Matmul(a, b) => {
             let (ga, gb) = matmul::backward(a, b, g)?;
             vec![Some(ga), Some(gb)]
+        }
+        Op::Conv2d(x, w, geom) => {
+            let (gx, gw) = conv::conv_backward(x, w, g, geom)?;
+            vec![Some(gx), Some(gw)]
+        }
+        Op::ConvTranspose2d(y, w, geom) => {
+            let (gy, gw) = conv::conv_transpose_backward(y, w, g, geom)?;
+            vec![Some(gy), Some(gw)]
         }
         Op::Reshape(x) => vec![Some(g.reshape(x.shape())?)],
         Op::Permute(_, dims) => vec![Some(view::permute_backward(g, dims)?)],

@@ -1,5 +1,6 @@
 //! The recorded operations of the autodiff graph.
 
+use crate::conv::ConvGeom;
 use crate::ops::kinds::{BinaryOp, ReduceOp, UnaryOp};
 use crate::{CustomOp, Tensor};
 use std::sync::Arc;
@@ -15,6 +16,10 @@ pub(crate) enum Op {
     /// Reduction with the reduced dimensions kept as size 1.
     Reduce(Tensor, ReduceOp, Vec<usize>),
     Matmul(Tensor, Tensor),
+    /// input (X-space), weight.
+    Conv2d(Tensor, Tensor, ConvGeom),
+    /// input (Y-space), weight.
+    ConvTranspose2d(Tensor, Tensor, ConvGeom),
     Reshape(Tensor),
     Permute(Tensor, Vec<usize>),
     /// dim, start.
@@ -42,7 +47,10 @@ impl Op {
             | Op::Contiguous(x)
             | Op::IndexSelect(x, _, _)
             | Op::Cast(x) => vec![x],
-            Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
+            Op::Binary(a, b, _)
+            | Op::Matmul(a, b)
+            | Op::Conv2d(a, b, _)
+            | Op::ConvTranspose2d(a, b, _) => vec![a, b],
             Op::Where(_, t, f) => vec![t, f],
             Op::Cat(xs, _) | Op::Custom(_, xs) => xs.iter().collect(),
         }

@@ -1,1 +1,310 @@
-//! 2-D convolutions (NCHW input, OIHW weights) and their transposes.
+//! 2-D convolutions (NCHW input, OIHW weights) and transposed convolutions,
+//! differentiable in the input, the weights and the bias.
+//!
+//! Both are recorded as one primitive over the same [`ConvGeom`]: `conv2d`
+//! maps X-space to Y-space, `conv_transpose2d` is its adjoint. Their
+//! backward rules are each other: the input gradient of a convolution is
+//! the transposed convolution of the output gradient, and vice versa; the
+//! weight gradient is one kernel shared by both.
+
+pub(crate) mod cpu;
+mod direct3x3;
+mod geometry;
+mod simd;
+
+use crate::autograd::op::Op;
+use crate::ops::binary::check_compatible;
+use crate::{Error, PadMode, Result, Tensor};
+use geometry::conv_out_size;
+pub(crate) use geometry::ConvGeom;
+
+/// Options of [`Tensor::conv2d`]; `(height, width)` pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    /// Zero padding, or circular (periodic) padding of the input.
+    pub padding_mode: PadMode,
+    pub dilation: (usize, usize),
+    /// Channels split into this many independent groups.
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Conv2dParams {
+            stride: (1, 1),
+            padding: (0, 0),
+            padding_mode: PadMode::Zero,
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dParams {
+    /// Stride 1 with the zero padding that keeps the size of a `k x k` kernel (`k` odd).
+    pub fn same(k: usize) -> Self {
+        Conv2dParams {
+            padding: (k / 2, k / 2),
+            ..Default::default()
+        }
+    }
+}
+
+/// Options of [`Tensor::conv_transpose2d`], with PyTorch's meaning: the result is
+/// the input gradient of a `conv2d` with these stride, padding, dilation and groups,
+/// whose input size is pinned down by `output_padding` (each `< stride` or `< dilation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2dParams {
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub output_padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+}
+
+impl Default for ConvTranspose2dParams {
+    fn default() -> Self {
+        ConvTranspose2dParams {
+            stride: (1, 1),
+            padding: (0, 0),
+            output_padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+}
+
+/// Checks the operands shared by both convolutions; returns (x dims, w dims).
+fn check_operands<'a>(
+    op: &'static str,
+    x: &'a Tensor,
+    w: &'a Tensor,
+    stride: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+) -> Result<(&'a [usize], &'a [usize])> {
+    check_compatible(op, x, w)?;
+    let (xs, ws) = (x.shape(), w.shape());
+    if xs.len() != 4 || ws.len() != 4 {
+        return Err(Error::shape(
+            op,
+            &[xs, ws],
+            "input and weight must be 4-D (NCHW, and OIHW or IOHW)",
+        ));
+    }
+    if groups == 0 || stride.0 == 0 || stride.1 == 0 || dilation.0 == 0 || dilation.1 == 0 {
+        return Err(Error::invalid(
+            op,
+            "groups, stride and dilation must be positive",
+        ));
+    }
+    if ws[2] == 0 || ws[3] == 0 {
+        return Err(Error::shape(op, &[xs, ws], "empty kernel"));
+    }
+    Ok((xs, ws))
+}
+
+/// Adds a per-channel bias `(channels)` to an NCHW tensor.
+fn add_bias(op: &'static str, y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let Some(b) = bias else { return Ok(y) };
+    let channels = y.shape()[1];
+    if b.shape() != [channels] {
+        return Err(Error::shape(
+            op,
+            &[y.shape(), b.shape()],
+            format!("bias must have shape [{channels}]"),
+        ));
+    }
+    y.add(&b.reshape(&[1, channels, 1, 1])?)
+}
+
+impl Tensor {
+    /// 2-D cross-correlation (PyTorch's `conv2d`): `x (n, c, h, w)`, `weight
+    /// (o, c / groups, kh, kw)`, optional `bias (o)`, output `(n, o, ho, wo)` with
+    /// `ho = (h + 2 ph - dh (kh - 1) - 1) / sh + 1` (likewise `wo`).
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: &Conv2dParams,
+    ) -> Result<Tensor> {
+        const OP: &str = "conv2d";
+        let (xs, ws) = check_operands(OP, self, weight, p.stride, p.dilation, p.groups)?;
+        if xs[1] % p.groups != 0 || ws[0] % p.groups != 0 || ws[1] * p.groups != xs[1] {
+            return Err(Error::shape(
+                OP,
+                &[xs, ws],
+                format!("with {} groups the weight must be (o, c / groups, kh, kw) and o divisible by groups", p.groups),
+            ));
+        }
+        let (x, padding) = match p.padding_mode {
+            PadMode::Zero => (self.clone(), p.padding),
+            PadMode::Circular => (
+                self.pad(
+                    &[(p.padding.0, p.padding.0), (p.padding.1, p.padding.1)],
+                    PadMode::Circular,
+                )?,
+                (0, 0),
+            ),
+        };
+        let (h, w) = (x.shape()[2], x.shape()[3]);
+        let out = |axis: usize| {
+            conv_out_size(
+                x.shape()[2 + axis],
+                ws[2 + axis],
+                [p.stride.0, p.stride.1][axis],
+                [padding.0, padding.1][axis],
+                [p.dilation.0, p.dilation.1][axis],
+            )
+        };
+        let (Some(ho), Some(wo)) = (out(0), out(1)) else {
+            return Err(Error::shape(
+                OP,
+                &[xs, ws],
+                "the (padded) input is smaller than the dilated kernel",
+            ));
+        };
+        let geom = ConvGeom {
+            n: xs[0],
+            c: xs[1],
+            h,
+            w,
+            o: ws[0],
+            ho,
+            wo,
+            kh: ws[2],
+            kw: ws[3],
+            stride: p.stride,
+            padding,
+            dilation: p.dilation,
+            groups: p.groups,
+        };
+        add_bias(OP, conv_forward(&x, weight, geom)?, bias)
+    }
+
+    /// 2-D transposed convolution (PyTorch's `conv_transpose2d`): `x (n, c_in, h, w)`,
+    /// `weight (c_in, c_out / groups, kh, kw)`, optional `bias (c_out)`, output
+    /// `(n, c_out, (h - 1) sh - 2 ph + dh (kh - 1) + oph + 1, ...)`. It is the adjoint
+    /// of `conv2d` with the same weight and parameters.
+    pub fn conv_transpose2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: &ConvTranspose2dParams,
+    ) -> Result<Tensor> {
+        const OP: &str = "conv_transpose2d";
+        let (xs, ws) = check_operands(OP, self, weight, p.stride, p.dilation, p.groups)?;
+        if ws[0] != xs[1] || ws[0] % p.groups != 0 {
+            return Err(Error::shape(
+                OP,
+                &[xs, ws],
+                format!("the weight must be (c_in, c_out / groups, kh, kw) with c_in divisible by {} groups", p.groups),
+            ));
+        }
+        let size = |axis: usize| -> Option<usize> {
+            let (n, k, s, pad, d, op) = (
+                xs[2 + axis],
+                ws[2 + axis],
+                [p.stride.0, p.stride.1][axis],
+                [p.padding.0, p.padding.1][axis],
+                [p.dilation.0, p.dilation.1][axis],
+                [p.output_padding.0, p.output_padding.1][axis],
+            );
+            if op >= s && op >= d {
+                return None;
+            }
+            let full = (n.checked_sub(1)?) * s + d * (k - 1) + op + 1;
+            let out = full.checked_sub(2 * pad).filter(|&o| o > 0)?;
+            // the forward convolution of that size must come back to n
+            (conv_out_size(out, k, s, pad, d) == Some(n)).then_some(out)
+        };
+        let (Some(h), Some(w)) = (size(0), size(1)) else {
+            return Err(Error::shape(
+                OP,
+                &[xs, ws],
+                format!(
+                    "no output size fits padding {:?} and output_padding {:?}",
+                    p.padding, p.output_padding
+                ),
+            ));
+        };
+        let geom = ConvGeom {
+            n: xs[0],
+            c: ws[1] * p.groups,
+            h,
+            w,
+            o: xs[1],
+            ho: xs[2],
+            wo: xs[3],
+            kh: ws[2],
+            kw: ws[3],
+            stride: p.stride,
+            padding: p.padding,
+            dilation: p.dilation,
+            groups: p.groups,
+        };
+        add_bias(OP, conv_transpose(self, weight, geom)?, bias)
+    }
+}
+
+/// The recorded convolution X-space -> Y-space (zero padding in `geom`).
+fn conv_forward(x: &Tensor, w: &Tensor, geom: ConvGeom) -> Result<Tensor> {
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let storage = x
+        .storage()
+        .conv_fwd(x.layout(), &w.storage(), w.layout(), &geom)?;
+    Ok(Tensor::from_op(
+        storage,
+        &[geom.n, geom.o, geom.ho, geom.wo],
+        || Op::Conv2d(x.clone(), w.clone(), geom),
+        &[&x, &w],
+    ))
+}
+
+/// The recorded transposed convolution Y-space -> X-space.
+fn conv_transpose(y: &Tensor, w: &Tensor, geom: ConvGeom) -> Result<Tensor> {
+    let (y, w) = (y.contiguous()?, w.contiguous()?);
+    let storage = y
+        .storage()
+        .conv_bwd_data(y.layout(), &w.storage(), w.layout(), &geom)?;
+    Ok(Tensor::from_op(
+        storage,
+        &[geom.n, geom.c, geom.h, geom.w],
+        || Op::ConvTranspose2d(y.clone(), w.clone(), geom),
+        &[&y, &w],
+    ))
+}
+
+/// The weight gradient for X-space `x` and Y-space `dy` (not recorded).
+fn conv_weight_grad(x: &Tensor, dy: &Tensor, geom: &ConvGeom) -> Result<Tensor> {
+    let (x, dy) = (x.contiguous()?, dy.contiguous()?);
+    let storage = x
+        .storage()
+        .conv_bwd_weight(x.layout(), &dy.storage(), dy.layout(), geom)?;
+    Ok(Tensor::from_storage(
+        storage,
+        &[geom.o, geom.cg(), geom.kh, geom.kw],
+    ))
+}
+
+/// Gradients of `x` and `w` for `y = conv(x, w)` given the gradient `g` of `y`.
+pub(crate) fn conv_backward(
+    x: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    geom: &ConvGeom,
+) -> Result<(Tensor, Tensor)> {
+    Ok((conv_transpose(g, w, *geom)?, conv_weight_grad(x, g, geom)?))
+}
+
+/// Gradients of `y` and `w` for `x = conv_transpose(y, w)` given the gradient `g` of `x`.
+pub(crate) fn conv_transpose_backward(
+    y: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    geom: &ConvGeom,
+) -> Result<(Tensor, Tensor)> {
+    Ok((conv_forward(g, w, *geom)?, conv_weight_grad(g, y, geom)?))
+}

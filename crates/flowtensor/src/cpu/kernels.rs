@@ -43,8 +43,16 @@ where
     }
     let fill = |(r, chunk): (usize, &mut [U])| {
         let base = rows.base(r);
-        for (k, o) in chunk.iter_mut().enumerate() {
-            *o = f(src[at(base, k, rows.stride)]);
+        match rows.stride {
+            1 => {
+                let row = &src[base as usize..][..chunk.len()];
+                chunk.iter_mut().zip(row).for_each(|(o, &x)| *o = f(x));
+            }
+            0 => chunk.fill(f(src[base as usize])),
+            stride => chunk
+                .iter_mut()
+                .enumerate()
+                .for_each(|(k, o)| *o = f(src[at(base, k, stride)])),
         }
     };
     if n >= PAR_THRESHOLD {
@@ -85,8 +93,27 @@ where
     }
     let fill = |(r, chunk): (usize, &mut [T])| {
         let (ba, bb) = (ra.base(r), rb.base(r));
-        for (k, o) in chunk.iter_mut().enumerate() {
-            *o = f(a[at(ba, k, ra.stride)], b[at(bb, k, rb.stride)]);
+        let n = chunk.len();
+        match (ra.stride, rb.stride) {
+            (1, 1) => {
+                let (x, y) = (&a[ba as usize..][..n], &b[bb as usize..][..n]);
+                chunk
+                    .iter_mut()
+                    .zip(x.iter().zip(y))
+                    .for_each(|(o, (&x, &y))| *o = f(x, y));
+            }
+            (1, 0) => {
+                let (x, y) = (&a[ba as usize..][..n], b[bb as usize]);
+                chunk.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x, y));
+            }
+            (0, 1) => {
+                let (x, y) = (a[ba as usize], &b[bb as usize..][..n]);
+                chunk.iter_mut().zip(y).for_each(|(o, &y)| *o = f(x, y));
+            }
+            (sa, sb) => chunk
+                .iter_mut()
+                .enumerate()
+                .for_each(|(k, o)| *o = f(a[at(ba, k, sa)], b[at(bb, k, sb)])),
         }
     };
     if n >= PAR_THRESHOLD {
@@ -133,6 +160,35 @@ where
     out
 }
 
+/// Folds one strided run of `len` elements into `acc`. Unit-stride runs are
+/// folded in 16 interleaved lanes (combined with `fold` at the end), which
+/// breaks the dependency chain and lets the compiler vectorize.
+#[inline]
+fn fold_run<T: Copy, F: Fn(T, T) -> T>(
+    src: &[T],
+    base: isize,
+    len: usize,
+    stride: isize,
+    init: T,
+    acc: T,
+    fold: &F,
+) -> T {
+    const LANES: usize = 16;
+    if stride != 1 || len < 2 * LANES {
+        return (0..len).fold(acc, |a, k| fold(a, src[at(base, k, stride)]));
+    }
+    let run = &src[base as usize..][..len];
+    let mut lanes = [init; LANES];
+    let mut chunks = run.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            *l = fold(*l, x);
+        }
+    }
+    let acc = chunks.remainder().iter().fold(acc, |a, &x| fold(a, x));
+    lanes.into_iter().fold(acc, fold)
+}
+
 /// Folds the elements of `layout` over `dims` (kept with size 1 in the output
 /// shape): each output is `fold(init, x...)`, partial folds are joined with `fold`.
 pub fn reduce<T, F>(src: &[T], layout: &Layout, dims: &[usize], init: T, fold: F) -> Vec<T>
@@ -155,45 +211,54 @@ where
     let outer_rows = Rows::elementwise(&outer);
     let inner_rows = Rows::new(&inner);
     let n_out = outer.elem_count();
-    let fold_output = |o: usize| -> T {
+    // Folds rows `range` of output `o`'s reduced elements.
+    let fold_rows = |o: usize, range: std::ops::Range<usize>| -> T {
         let base = outer_rows.base(o);
-        let mut acc = init;
-        for r in 0..inner_rows.count() {
-            let b = base + inner_rows.base(r);
-            for k in 0..inner_rows.len {
-                acc = fold(acc, src[at(b, k, inner_rows.stride)]);
-            }
-        }
-        acc
+        range.fold(init, |acc, r| {
+            fold_run(
+                src,
+                base + inner_rows.base(r),
+                inner_rows.len,
+                inner_rows.stride,
+                init,
+                acc,
+                &fold,
+            )
+        })
     };
     let work = layout.elem_count();
     if work < PAR_THRESHOLD {
-        return (0..n_out).map(fold_output).collect();
+        return (0..n_out)
+            .map(|o| fold_rows(o, 0..inner_rows.count()))
+            .collect();
     }
     if n_out >= rayon::current_num_threads() * 4 {
         return (0..n_out)
             .into_par_iter()
             .with_min_len((PAR_THRESHOLD / inner.elem_count().max(1)).max(1))
-            .map(fold_output)
+            .map(|o| fold_rows(o, 0..inner_rows.count()))
             .collect();
     }
-    // Few outputs over many elements: split each output's rows across threads.
+    // Few outputs over many elements: split each output's elements across threads,
+    // by rows when there are many, else by pieces of its single long row.
     (0..n_out)
         .map(|o| {
-            let base = outer_rows.base(o);
-            (0..inner_rows.count())
+            if inner_rows.count() > 1 {
+                return (0..inner_rows.count())
+                    .into_par_iter()
+                    .with_min_len(min_rows_per_task(inner_rows.len))
+                    .fold(|| init, |acc, r| fold(acc, fold_rows(o, r..r + 1)))
+                    .reduce(|| init, &fold);
+            }
+            let base = outer_rows.base(o) + inner_rows.base(0);
+            let piece = 8192;
+            (0..inner_rows.len.div_ceil(piece))
                 .into_par_iter()
-                .with_min_len(min_rows_per_task(inner_rows.len))
-                .fold(
-                    || init,
-                    |mut acc, r| {
-                        let b = base + inner_rows.base(r);
-                        for k in 0..inner_rows.len {
-                            acc = fold(acc, src[at(b, k, inner_rows.stride)]);
-                        }
-                        acc
-                    },
-                )
+                .map(|p| {
+                    let len = piece.min(inner_rows.len - p * piece);
+                    let start = base + (p * piece) as isize * inner_rows.stride;
+                    fold_run(src, start, len, inner_rows.stride, init, init, &fold)
+                })
                 .reduce(|| init, &fold)
         })
         .collect()

@@ -14,6 +14,12 @@ use rayon::prelude::*;
 /// matrixmultiply's size below which it runs a product on one thread.
 const GEMM_THREADING_SIZE: usize = 1 << 15;
 
+/// True when matrixmultiply runs an m x k by k x n product on its own
+/// threads; such products must not be started from inside rayon tasks.
+pub(crate) fn gemm_is_threaded(m: usize, k: usize, n: usize) -> bool {
+    m * k + k * n >= GEMM_THREADING_SIZE
+}
+
 /// `a @ b` for layouts `(..., m, k)` and `(..., k, n)` with equal batch
 /// dimensions; returns the contiguous `(..., m, n)` result.
 pub fn matmul<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
@@ -53,10 +59,11 @@ pub fn matmul<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> 
                 c.as_mut_ptr(),
                 n as isize,
                 1,
+                false,
             );
         }
     };
-    if batches > 1 && m * k + k * n < GEMM_THREADING_SIZE {
+    if batches > 1 && !gemm_is_threaded(m, k, n) {
         out.par_chunks_mut(m * n).enumerate().for_each(product);
     } else {
         out.chunks_mut(m * n).enumerate().for_each(product);

@@ -1,16 +1,29 @@
 //! The CPU backend: host vectors and the kernels that run on them.
 
-mod copy;
+pub(crate) mod copy;
 mod kernels;
-mod matmul;
+pub(crate) mod matmul;
 
 pub use kernels::PAR_THRESHOLD;
 
+use crate::conv::cpu as conv_cpu;
+use crate::conv::ConvGeom;
 use crate::layout::Layout;
 use crate::ops::kinds::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
 use crate::{DType, Element, Error, Result};
 use kernels::{map, reduce, zip3_map, zip_map};
 use num_traits::Float;
+
+/// Which of the convolution kernels to run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ConvKernel {
+    /// `y = conv(x, w)`.
+    Forward,
+    /// `dx = conv^T(dy, w)`.
+    BackwardData,
+    /// `dw` from `x` and `dy`.
+    BackwardWeight,
+}
 
 /// Host memory holding f32 or f64 elements.
 #[derive(Clone, Debug)]
@@ -210,6 +223,32 @@ impl CpuStorage {
 
     pub(crate) fn matmul(&self, la: &Layout, rhs: &Self, lb: &Layout) -> Result<Self> {
         each_dtype_pair!("matmul", self, rhs, (a, b) => matmul::matmul(a, la, b, lb))
+    }
+
+    /// One of the three convolution kernels on contiguous operands: `self` is
+    /// the first operand (x, dy or x) and `other` the second (w, w or dy).
+    pub(crate) fn conv(
+        &self,
+        l: &Layout,
+        other: &Self,
+        lo: &Layout,
+        g: &ConvGeom,
+        kernel: ConvKernel,
+    ) -> Result<Self> {
+        let (Some(ra), Some(rb)) = (l.contiguous_range(), lo.contiguous_range()) else {
+            return Err(Error::invalid(
+                "conv2d",
+                "internal: kernels need contiguous operands",
+            ));
+        };
+        each_dtype_pair!("conv2d", self, other, (a, b) => {
+            let (a, b) = (&a[ra.clone()], &b[rb.clone()]);
+            match kernel {
+                ConvKernel::Forward => conv_cpu::conv_fwd(a, b, g),
+                ConvKernel::BackwardData => conv_cpu::conv_bwd_data(a, b, g),
+                ConvKernel::BackwardWeight => conv_cpu::conv_bwd_weight(a, b, g),
+            }
+        })
     }
 
     /// The elements of `l` as a new contiguous buffer.

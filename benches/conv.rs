@@ -1,0 +1,51 @@
+//! conv2d forward and backward on the shapes of the peer benchmark
+//! (`../shared/peers/torch_micro.py`): f32, 3x3 kernel, padding 1, stride 1.
+//!
+//! `conv2d_fwd/B{n}_C{c}_H{h}`: `y = conv2d(x, w)` for `x: (n, c, h, h)`, `w: (c, c, 3, 3)`.
+//! `conv2d_bwd/...`: forward, then the gradients of `sum(y^2)` for `x` and `w`.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use flows::flowtensor::{Conv2dParams, DType, Device, Generator, Tensor};
+use std::hint::black_box;
+
+const CASES: [(usize, usize, usize); 3] = [(64, 12, 16), (64, 48, 8), (16, 12, 32)];
+
+fn inputs(n: usize, c: usize, h: usize) -> (Tensor, Tensor) {
+    let mut gen = Generator::new(0);
+    let x = gen.randn(&[n, c, h, h], DType::F32, Device::Cpu).unwrap();
+    let w = gen.randn(&[c, c, 3, 3], DType::F32, Device::Cpu).unwrap();
+    (x, w.div_scalar((c * 9) as f64).unwrap())
+}
+
+fn conv2d(crit: &mut Criterion) {
+    let same = Conv2dParams::same(3);
+    let mut fwd = crit.benchmark_group("conv2d_fwd");
+    for (n, c, h) in CASES {
+        let (x, w) = inputs(n, c, h);
+        fwd.bench_function(format!("B{n}_C{c}_H{h}"), |b| {
+            b.iter(|| black_box(x.conv2d(&w, None, &same).unwrap()))
+        });
+    }
+    fwd.finish();
+    let mut bwd = crit.benchmark_group("conv2d_bwd");
+    for (n, c, h) in CASES {
+        let (x, w) = inputs(n, c, h);
+        let (x, w) = (x.as_variable(), w.as_variable());
+        bwd.bench_function(format!("B{n}_C{c}_H{h}"), |b| {
+            b.iter(|| {
+                let loss = x
+                    .conv2d(&w, None, &same)
+                    .unwrap()
+                    .square()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap();
+                black_box(loss.backward_grads().unwrap())
+            })
+        });
+    }
+    bwd.finish();
+}
+
+criterion_group!(benches, conv2d);
+criterion_main!(benches);

@@ -1,0 +1,277 @@
+//! CPU convolution kernels: im2col + GEMM for every geometry, a direct kernel
+//! for 3x3 stride-1 same convolutions, and 1x1 convolutions as one GEMM per image.
+//!
+//! Images are independent: they are spread over rayon when each image's GEMM
+//! is small enough for matrixmultiply to keep on one thread, and run one
+//! after another (each GEMM threaded by matrixmultiply) otherwise.
+
+use super::direct3x3::{self, DirectConv};
+use super::geometry::ConvGeom;
+use crate::cpu::matmul::gemm_is_threaded;
+use crate::Element;
+use rayon::prelude::*;
+
+/// Row-major `c (+)= a b` for `a: m x k`, `b: k x n` given as (slice, row stride, column stride).
+#[allow(clippy::too_many_arguments)]
+fn gemm<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: (&[T], usize, usize),
+    b: (&[T], usize, usize),
+    c: &mut [T],
+    accumulate: bool,
+) {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    if m == 0 || n == 0 || k == 0 {
+        if !accumulate {
+            c[..m * n].fill(T::zero());
+        }
+        return;
+    }
+    assert!(
+        last(m, k, a.1, a.2) < a.0.len() && last(k, n, b.1, b.2) < b.0.len() && m * n <= c.len()
+    );
+    // SAFETY: the bounds of all three matrices were checked above; c is exclusive.
+    unsafe {
+        T::gemm(
+            m,
+            k,
+            n,
+            a.0.as_ptr(),
+            a.1 as isize,
+            a.2 as isize,
+            b.0.as_ptr(),
+            b.1 as isize,
+            b.2 as isize,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+            accumulate,
+        );
+    }
+}
+
+/// Runs `f(image, chunk)` over consecutive `chunk`-sized pieces of `buf`,
+/// in parallel unless each image's GEMM is threaded by matrixmultiply.
+fn for_each_image<T: Send>(
+    buf: &mut [T],
+    chunk: usize,
+    gemm_threaded: bool,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if chunk == 0 {
+        return;
+    }
+    if gemm_threaded {
+        buf.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        buf.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// Source index along one axis for output position `out` and tap `tap`, if inside.
+#[inline]
+fn source(
+    out: usize,
+    tap: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+    size: usize,
+) -> Option<usize> {
+    (out * stride + tap * dil)
+        .checked_sub(pad)
+        .filter(|&i| i < size)
+}
+
+/// The output positions `q` whose source column `q*s + j*d - p` lies in `0..w`.
+fn valid_range(wo: usize, w: usize, s: usize, p: usize, jd: usize) -> std::ops::Range<usize> {
+    let lo = p.saturating_sub(jd).div_ceil(s);
+    let hi = if w + p > jd {
+        ((w + p - jd - 1) / s + 1).min(wo)
+    } else {
+        0
+    };
+    lo..hi.max(lo)
+}
+
+/// `col[(c, i, j), (p, q)] = x[c, p*sh - ph + i*dh, q*sw - pw + j*dw]` (zero outside)
+/// for one group's input `xg: (cg, h, w)`.
+fn im2col<T: Element>(xg: &[T], g: &ConvGeom, col: &mut [T]) {
+    let (sh, sw) = g.stride;
+    let (ph, pw) = g.padding;
+    let (dh, dw) = g.dilation;
+    let npos = g.y_positions();
+    for (r, row) in col.chunks_mut(npos).enumerate() {
+        let (cc, i, j) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
+        let valid = valid_range(g.wo, g.w, sw, pw, j * dw);
+        for (p, out) in row.chunks_mut(g.wo).enumerate() {
+            let Some(ih) = source(p, i, sh, ph, dh, g.h) else {
+                out.fill(T::zero());
+                continue;
+            };
+            let xrow = &xg[(cc * g.h + ih) * g.w..][..g.w];
+            out[..valid.start].fill(T::zero());
+            out[valid.end..].fill(T::zero());
+            let first = valid.start * sw + j * dw - pw;
+            if sw == 1 {
+                out[valid.clone()].copy_from_slice(&xrow[first..first + valid.len()]);
+            } else {
+                for (k, o) in out[valid.clone()].iter_mut().enumerate() {
+                    *o = xrow[first + k * sw];
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: `xg[c, ...] += col[(c, i, j), (p, q)]`.
+fn col2im<T: Element>(col: &[T], g: &ConvGeom, xg: &mut [T]) {
+    let (sh, sw) = g.stride;
+    let (ph, pw) = g.padding;
+    let (dh, dw) = g.dilation;
+    let npos = g.y_positions();
+    for (r, row) in col.chunks(npos).enumerate() {
+        let (cc, i, j) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
+        let valid = valid_range(g.wo, g.w, sw, pw, j * dw);
+        for (p, src) in row.chunks(g.wo).enumerate() {
+            let Some(ih) = source(p, i, sh, ph, dh, g.h) else {
+                continue;
+            };
+            let xrow = &mut xg[(cc * g.h + ih) * g.w..][..g.w];
+            let first = valid.start * sw + j * dw - pw;
+            for (k, &v) in src[valid.clone()].iter().enumerate() {
+                let t = &mut xrow[first + k * sw];
+                *t = *t + v;
+            }
+        }
+    }
+}
+
+/// `y = conv(x, w)`: X-space `x` and weights to Y-space.
+pub(crate) fn conv_fwd<T: DirectConv>(x: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+    if g.is_3x3_same() {
+        return direct3x3::conv3x3_same(x, w, g);
+    }
+    let (m, k, npos) = (g.og(), g.ckk(), g.y_positions());
+    let mut y = vec![T::zero(); g.n * g.y_image()];
+    for_each_image(
+        &mut y,
+        g.y_image(),
+        gemm_is_threaded(m, k, npos),
+        |img, yi| {
+            let xi = &x[img * g.x_image()..][..g.x_image()];
+            let mut col = vec![T::zero(); if g.is_pointwise() { 0 } else { k * npos }];
+            for grp in 0..g.groups {
+                let xg = &xi[grp * g.cg() * g.h * g.w..][..g.cg() * g.h * g.w];
+                let b = if g.is_pointwise() {
+                    xg
+                } else {
+                    im2col(xg, g, &mut col);
+                    &col
+                };
+                let wg = &w[grp * m * k..][..m * k];
+                gemm(
+                    m,
+                    k,
+                    npos,
+                    (wg, k, 1),
+                    (b, npos, 1),
+                    &mut yi[grp * m * npos..],
+                    false,
+                );
+            }
+        },
+    );
+    y
+}
+
+/// `dx = conv^T(dy, w)`: Y-space `dy` to X-space (the transposed convolution).
+pub(crate) fn conv_bwd_data<T: DirectConv>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+    if g.is_3x3_same() {
+        return direct3x3::conv3x3_same_transposed(dy, w, g);
+    }
+    let (m, k, npos) = (g.og(), g.ckk(), g.y_positions());
+    let mut dx = vec![T::zero(); g.n * g.x_image()];
+    for_each_image(
+        &mut dx,
+        g.x_image(),
+        gemm_is_threaded(k, m, npos),
+        |img, dxi| {
+            let dyi = &dy[img * g.y_image()..][..g.y_image()];
+            let mut col = vec![T::zero(); if g.is_pointwise() { 0 } else { k * npos }];
+            for grp in 0..g.groups {
+                let dyg = &dyi[grp * m * npos..][..m * npos];
+                let wg = &w[grp * m * k..][..m * k];
+                let dxg = &mut dxi[grp * g.cg() * g.h * g.w..][..g.cg() * g.h * g.w];
+                // W_g^T (k x m) @ dy_g (m x npos)
+                if g.is_pointwise() {
+                    gemm(k, m, npos, (wg, 1, k), (dyg, npos, 1), dxg, false);
+                } else {
+                    gemm(k, m, npos, (wg, 1, k), (dyg, npos, 1), &mut col, false);
+                    col2im(&col, g, dxg);
+                }
+            }
+        },
+    );
+    dx
+}
+
+/// `dw[o, c, i, j] = sum_{n, p, q} dy[n, o, p, q] x[n, c, ...]`: the weight gradient.
+pub(crate) fn conv_bwd_weight<T: DirectConv>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
+    if g.is_3x3_same() {
+        return direct3x3::conv3x3_same_weight_grad(x, dy, g);
+    }
+    let (m, k, npos) = (g.og(), g.ckk(), g.y_positions());
+    let accumulate_image = |dw: &mut [T], col: &mut Vec<T>, img: usize| {
+        let xi = &x[img * g.x_image()..][..g.x_image()];
+        let dyi = &dy[img * g.y_image()..][..g.y_image()];
+        for grp in 0..g.groups {
+            let xg = &xi[grp * g.cg() * g.h * g.w..][..g.cg() * g.h * g.w];
+            let b = if g.is_pointwise() {
+                xg
+            } else {
+                col.resize(k * npos, T::zero());
+                im2col(xg, g, col);
+                &col[..]
+            };
+            let dyg = &dyi[grp * m * npos..][..m * npos];
+            // dy_g (m x npos) @ col^T (npos x k)
+            gemm(
+                m,
+                npos,
+                k,
+                (dyg, npos, 1),
+                (b, 1, npos),
+                &mut dw[grp * m * k..],
+                true,
+            );
+        }
+    };
+    let size = g.groups * m * k;
+    if gemm_is_threaded(m, npos, k) {
+        let (mut dw, mut col) = (vec![T::zero(); size], Vec::new());
+        (0..g.n).for_each(|img| accumulate_image(&mut dw, &mut col, img));
+        return dw;
+    }
+    (0..g.n)
+        .into_par_iter()
+        .fold(
+            || (vec![T::zero(); size], Vec::new()),
+            |(mut dw, mut col), img| {
+                accumulate_image(&mut dw, &mut col, img);
+                (dw, col)
+            },
+        )
+        .map(|(dw, _)| dw)
+        .reduce(
+            || vec![T::zero(); size],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(s, &v)| *s = *s + v);
+                a
+            },
+        )
+}

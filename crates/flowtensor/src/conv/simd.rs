@@ -1,0 +1,129 @@
+//! Minimal SIMD vectors for the hand-written CPU kernels: unaligned load,
+//! store, splat and fused multiply-add, over AVX-512 and AVX2 registers, with
+//! a one-lane scalar fallback. Kernels are written once, generic over
+//! [`Vector`], and compiled per instruction set inside `#[target_feature]`
+//! functions chosen at run time.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// A register of `LANES` elements of `T`.
+///
+/// # Safety
+/// The methods are `unsafe` because they use CPU instructions the caller must
+/// have checked for, and raw pointers that must cover `LANES` elements.
+pub(crate) trait Vector<T>: Copy {
+    const LANES: usize;
+    unsafe fn zero() -> Self;
+    unsafe fn splat(x: T) -> Self;
+    unsafe fn load(p: *const T) -> Self;
+    unsafe fn store(self, p: *mut T);
+    /// `self + a * b`.
+    unsafe fn mul_add(self, a: Self, b: Self) -> Self;
+}
+
+/// One element, with a separate multiply and add (no FMA needed).
+#[derive(Clone, Copy)]
+pub(crate) struct Scalar<T>(T);
+
+impl<T: crate::Element> Vector<T> for Scalar<T> {
+    const LANES: usize = 1;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Scalar(T::zero())
+    }
+    #[inline(always)]
+    unsafe fn splat(x: T) -> Self {
+        Scalar(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const T) -> Self {
+        Scalar(*p)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut T) {
+        *p = self.0
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, a: Self, b: Self) -> Self {
+        Scalar(self.0 + a.0 * b.0)
+    }
+}
+
+macro_rules! x86_vector {
+    ($name:ident, $t:ty, $reg:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $store:ident, $fma:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        #[derive(Clone, Copy)]
+        pub(crate) struct $name($reg);
+
+        #[cfg(target_arch = "x86_64")]
+        impl Vector<$t> for $name {
+            const LANES: usize = $lanes;
+            #[inline(always)]
+            unsafe fn zero() -> Self {
+                $name($zero())
+            }
+            #[inline(always)]
+            unsafe fn splat(x: $t) -> Self {
+                $name($splat(x))
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const $t) -> Self {
+                $name($load(p))
+            }
+            #[inline(always)]
+            unsafe fn store(self, p: *mut $t) {
+                $store(p, self.0)
+            }
+            #[inline(always)]
+            unsafe fn mul_add(self, a: Self, b: Self) -> Self {
+                $name($fma(a.0, b.0, self.0))
+            }
+        }
+    };
+}
+
+x86_vector!(
+    F32x16,
+    f32,
+    __m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_fmadd_ps
+);
+x86_vector!(
+    F64x8,
+    f64,
+    __m512d,
+    8,
+    _mm512_setzero_pd,
+    _mm512_set1_pd,
+    _mm512_loadu_pd,
+    _mm512_storeu_pd,
+    _mm512_fmadd_pd
+);
+x86_vector!(
+    F32x8,
+    f32,
+    __m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_fmadd_ps
+);
+x86_vector!(
+    F64x4,
+    f64,
+    __m256d,
+    4,
+    _mm256_setzero_pd,
+    _mm256_set1_pd,
+    _mm256_loadu_pd,
+    _mm256_storeu_pd,
+    _mm256_fmadd_pd
+);

@@ -1,0 +1,217 @@
+//! The multi-dimensional DFT as one custom op, on rustfft.
+//!
+//! Complex data is a real tensor whose last dimension (size 2) holds
+//! (re, im); the transformed dimensions index the other ("complex")
+//! dimensions. Every other complex dimension is a batch dimension.
+
+use crate::{CustomOp, DType, Element, Error, Result, Tensor, PAR_THRESHOLD};
+use rayon::prelude::*;
+use rustfft::num_complex::Complex;
+use rustfft::{Fft, FftDirection, FftNum, FftPlanner};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Element types rustfft can transform, each with a process-wide planner
+/// that caches plans (twiddles, algorithm choice) per length and direction.
+trait FftElement: Element + FftNum {
+    fn plan(len: usize, direction: FftDirection) -> Arc<dyn Fft<Self>>;
+}
+
+macro_rules! impl_fft_element {
+    ($t:ty) => {
+        impl FftElement for $t {
+            fn plan(len: usize, direction: FftDirection) -> Arc<dyn Fft<Self>> {
+                static PLANNER: OnceLock<Mutex<FftPlanner<$t>>> = OnceLock::new();
+                PLANNER
+                    .get_or_init(|| Mutex::new(FftPlanner::new()))
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .plan_fft(len, direction)
+            }
+        }
+    };
+}
+
+impl_fft_element!(f32);
+impl_fft_element!(f64);
+
+/// `y[k] = scale * sum_n x[n] exp(sign 2 pi i <k, n / N>)` over the complex
+/// dimensions `dims` of a complex tensor (shape `(..., 2)`), with `sign = -1`
+/// forward and `+1` when `inverse`; no normalization besides `scale`.
+///
+/// The op is complex-linear, `y = A x` with `A = scale * F_sign`. For a real
+/// loss `L`, the gradient read as a complex tensor `g = dL/dRe y + i dL/dIm y`
+/// pulls back as `A^H g`, and `F_sign^H = F_{-sign}` with `scale` real, so the
+/// backward is this op with the opposite sign and the same scale.
+pub(super) struct Dft {
+    /// Complex dimensions transformed (distinct, below the complex rank).
+    pub dims: Vec<usize>,
+    pub inverse: bool,
+    pub scale: f64,
+}
+
+impl Dft {
+    /// The transform of the complex tensor `x`.
+    pub fn run(&self, x: &Tensor) -> Result<Tensor> {
+        if x.shape().last() != Some(&2) {
+            return Err(Error::shape(
+                "dft",
+                &[x.shape()],
+                "complex data needs a last dimension of size 2 (re, im)",
+            ));
+        }
+        let cshape = &x.shape()[..x.rank() - 1];
+        crate::layout::check_dims("dft", &self.dims, cshape)?;
+        match x.dtype() {
+            DType::F32 => self.run_typed::<f32>(x, cshape),
+            DType::F64 => self.run_typed::<f64>(x, cshape),
+        }
+    }
+
+    fn run_typed<T: FftElement>(&self, x: &Tensor, cshape: &[usize]) -> Result<Tensor> {
+        let data = x.to_vec::<T>()?;
+        let parallel = data.len() >= PAR_THRESHOLD;
+        let mut buf: Vec<Complex<T>> = if parallel {
+            data.par_chunks_exact(2)
+                .map(|c| Complex::new(c[0], c[1]))
+                .collect()
+        } else {
+            data.chunks_exact(2)
+                .map(|c| Complex::new(c[0], c[1]))
+                .collect()
+        };
+        drop(data);
+        let direction = if self.inverse {
+            FftDirection::Inverse
+        } else {
+            FftDirection::Forward
+        };
+        for &d in &self.dims {
+            let n = cshape[d];
+            if n > 1 && !buf.is_empty() {
+                let inner: usize = cshape[d + 1..].iter().product();
+                transform_lines(&mut buf, n, inner, &*T::plan(n, direction), parallel);
+            }
+        }
+        let s = <T as Element>::from_f64(self.scale);
+        let mut out = vec![T::zero(); 2 * buf.len()];
+        let write = |(o, c): (&mut [T], &Complex<T>)| {
+            o[0] = c.re * s;
+            o[1] = c.im * s;
+        };
+        if parallel {
+            out.par_chunks_exact_mut(2)
+                .zip(buf.par_iter())
+                .for_each(write);
+        } else {
+            out.chunks_exact_mut(2).zip(buf.iter()).for_each(write);
+        }
+        Tensor::from_vec(out, x.shape(), x.device())
+    }
+}
+
+impl CustomOp for Dft {
+    fn name(&self) -> &'static str {
+        "dft"
+    }
+
+    fn forward(&self, inputs: &[Tensor]) -> Result<Tensor> {
+        match inputs {
+            [x] => self.run(x),
+            _ => Err(Error::invalid(
+                "dft",
+                format!("one input expected, {} given", inputs.len()),
+            )),
+        }
+    }
+
+    /// The adjoint: the same transform with the opposite sign and the same scale.
+    fn backward(
+        &self,
+        _: &[Tensor],
+        _: &Tensor,
+        grad_output: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let adjoint = Dft {
+            dims: self.dims.clone(),
+            inverse: !self.inverse,
+            scale: self.scale,
+        };
+        Ok(vec![Some(adjoint.run(grad_output)?)])
+    }
+}
+
+/// Transforms, in place, every line of `n` elements along one dimension of a
+/// row-major buffer whose dimensions after it hold `inner` elements.
+///
+/// Contiguous lines (`inner == 1`) are transformed where they lie; strided
+/// lines are gathered into a buffer of contiguous lines, transformed there
+/// and scattered back.
+fn transform_lines<T: FftElement>(
+    buf: &mut [Complex<T>],
+    n: usize,
+    inner: usize,
+    fft: &dyn Fft<T>,
+    parallel: bool,
+) {
+    if inner == 1 {
+        fft_rows(buf, n, fft, parallel, |_, _| {});
+        return;
+    }
+    let block = n * inner;
+    let mut lines = vec![Complex::<T>::default(); buf.len()];
+    {
+        let src = &*buf;
+        // line (o, i) holds src[o * block + k * inner + i] for k in 0..n
+        fft_rows(&mut lines, n, fft, parallel, |line, dst| {
+            let base = (line / inner) * block + line % inner;
+            for (k, v) in dst.iter_mut().enumerate() {
+                *v = src[base + k * inner];
+            }
+        });
+    }
+    // buffer row (o, k) holds lines[o * block + i * n + k] for i in 0..inner
+    let scatter = |(row, dst): (usize, &mut [Complex<T>])| {
+        let base = (row / n) * block + row % n;
+        for (i, v) in dst.iter_mut().enumerate() {
+            *v = lines[base + i * n];
+        }
+    };
+    if parallel {
+        buf.par_chunks_mut(inner)
+            .with_min_len((4096 / inner).max(1))
+            .enumerate()
+            .for_each(scatter);
+    } else {
+        buf.chunks_mut(inner).enumerate().for_each(scatter);
+    }
+}
+
+/// Fills each row of `n` elements of `rows` with `fill(row index, row)`, then
+/// transforms it with `fft`; parallel over groups of rows when `parallel`.
+fn fft_rows<T: FftElement>(
+    rows: &mut [Complex<T>],
+    n: usize,
+    fft: &dyn Fft<T>,
+    parallel: bool,
+    fill: impl Fn(usize, &mut [Complex<T>]) + Sync,
+) {
+    let rows_per_task = if parallel {
+        (4096 / n).max(1)
+    } else {
+        rows.len() / n
+    };
+    let scratch_len = fft.get_inplace_scratch_len();
+    let work = |(task, chunk): (usize, &mut [Complex<T>])| {
+        for (r, row) in chunk.chunks_exact_mut(n).enumerate() {
+            fill(task * rows_per_task + r, row);
+        }
+        let mut scratch = vec![Complex::<T>::default(); scratch_len];
+        fft.process_with_scratch(chunk, &mut scratch);
+    };
+    let chunk_len = rows_per_task * n;
+    if parallel {
+        rows.par_chunks_mut(chunk_len).enumerate().for_each(work);
+    } else {
+        rows.chunks_mut(chunk_len).enumerate().for_each(work);
+    }
+}
