@@ -2,13 +2,14 @@
 //! shape flows use most, and its transpose (the same kernel on flipped,
 //! transposed weights).
 //!
-//! Each image is zero-padded once to `(c, h + 2, w + 2)`. A register tile
-//! holds `OB` output channels by `TW` consecutive output columns of one row;
-//! for each input channel and each of the 9 taps it loads one shifted row
-//! segment and does `OB x TW` multiply-adds with weights packed as
-//! `[block][c][tap][OB]`. Rows are covered by wide vector tiles (16 f32 or 8
-//! f64 lanes with AVX-512), one narrower tile, then single columns. The kernel
-//! is compiled for AVX-512, AVX2+FMA and baseline x86-64, and the best one the
+//! Each image is zero-padded and stored as three column-shifted copies, so the
+//! input of every tap for consecutive output positions is one contiguous run,
+//! whatever the width. A register tile holds `OB` output channels by `NT`
+//! vectors of consecutive output positions; for each input channel and tap
+//! it loads `NT` vectors and broadcasts `OB` weights (packed as
+//! `[block][c][tap][OB]`), `OB x NT` multiply-adds. The weight gradient is a
+//! separate kernel reducing over the whole batch in registers. Kernels are
+//! compiled for AVX-512, AVX2+FMA and baseline x86-64, and the best one the
 //! CPU supports is picked at run time.
 
 use super::geometry::ConvGeom;
@@ -21,8 +22,9 @@ use rayon::prelude::*;
 
 /// Everything one output-channel block of one image needs.
 pub(crate) struct Block<'a, T> {
-    /// The padded image `(c, h + 2, w + 2)`, followed by [`SLACK`] zeros.
-    xp: &'a [T],
+    /// Column-shifted copies of the zero-padded image, `(3, c, h + 2, w)`:
+    /// copy `j` holds padded columns `j..j + w`; [`SLACK`] zeros follow.
+    xs: &'a [T],
     /// This block's packed weights, `[c][tap][ob]`.
     wb: &'a [T],
     c: usize,
@@ -32,29 +34,37 @@ pub(crate) struct Block<'a, T> {
     valid: usize,
 }
 
-/// Zeros after the padded image, so a flat tile may read past the last plane.
-const SLACK: usize = 64;
+/// Zeros after the shifted copies, so the last tile may read past the end.
+const SLACK: usize = 256;
 
-/// Accumulates one tile: `OB` channels x `V::LANES` output positions starting
-/// at flat position `base = r * (w + 2) + q` of the padded grid. Positions in
-/// the two padding columns of a row are computed too (and discarded).
+/// Accumulates one tile: `OB` output channels at `NT * V::LANES` consecutive
+/// output positions from flat position `p0 = r * w + q`. In the shifted copy
+/// `j`, the input of tap `(i, j)` for position `p` sits at `p + i * w`, so each
+/// tap is `NT` contiguous vector loads, each reused for `OB` channels, and
+/// each weight broadcast is reused for `NT` vectors.
 ///
 /// # Safety
 /// The CPU must support `V`'s instructions.
 #[inline(always)]
-unsafe fn tile<T: Element, V: Vector<T>, const OB: usize>(blk: &Block<T>, base: usize) -> [V; OB] {
-    let wp = blk.w + 2;
-    let plane = (blk.h + 2) * wp;
-    let mut acc = [V::zero(); OB];
+unsafe fn tile<T: Element, V: Vector<T>, const OB: usize, const NT: usize>(
+    blk: &Block<T>,
+    p0: usize,
+) -> [[V; NT]; OB] {
+    let plane = (blk.h + 2) * blk.w;
+    let copy = blk.c * plane;
+    let mut acc = [[V::zero(); NT]; OB];
     for ch in 0..blk.c {
         let wc = &blk.wb[ch * 9 * OB..][..9 * OB];
         for i in 0..3 {
-            let row = &blk.xp[ch * plane + base + i * wp..][..V::LANES + 2];
             for j in 0..3 {
-                let xv = V::load(row.as_ptr().add(j));
+                let src = &blk.xs[j * copy + ch * plane + i * blk.w + p0..][..NT * V::LANES];
+                let xv: [V; NT] = std::array::from_fn(|t| V::load(src.as_ptr().add(t * V::LANES)));
                 let wt = &wc[(i * 3 + j) * OB..][..OB];
-                for o in 0..OB {
-                    acc[o] = acc[o].mul_add(V::splat(wt[o]), xv);
+                for (o, acc_o) in acc.iter_mut().enumerate() {
+                    let wo = V::splat(wt[o]);
+                    for (a, &x) in acc_o.iter_mut().zip(&xv) {
+                        *a = a.mul_add(wo, x);
+                    }
                 }
             }
         }
@@ -62,36 +72,28 @@ unsafe fn tile<T: Element, V: Vector<T>, const OB: usize>(blk: &Block<T>, base: 
     acc
 }
 
-/// All tiles of one block (`out` is its `(valid, h, w)` output). Rows that
-/// are a whole number of vectors are tiled row by row; otherwise the padded
-/// grid is walked as one flat run and the padding columns are dropped.
+/// All tiles of one block (`out` is its `(valid, h, w)` output).
 ///
 /// # Safety
 /// The CPU must support `V`'s instructions.
 #[inline(always)]
-unsafe fn block<T: Element, V: Vector<T>, const OB: usize>(blk: &Block<T>, out: &mut [T]) {
-    let (h, w, wp) = (blk.h, blk.w, blk.w + 2);
-    let plane_out = h * w;
-    if w % V::LANES == 0 {
-        for r in 0..h {
-            for q in (0..w).step_by(V::LANES) {
-                let acc = tile::<T, V, OB>(blk, r * wp + q);
-                for (o, a) in acc.iter().enumerate().take(blk.valid) {
-                    a.store(out[o * plane_out + r * w + q..][..V::LANES].as_mut_ptr());
-                }
-            }
-        }
-        return;
-    }
+unsafe fn block<T: Element, V: Vector<T>, const OB: usize, const NT: usize>(
+    blk: &Block<T>,
+    out: &mut [T],
+) {
+    let hw = blk.h * blk.w;
     let mut lanes = [T::zero(); 64];
-    for base in (0..h * wp).step_by(V::LANES) {
-        let acc = tile::<T, V, OB>(blk, base);
-        for (o, a) in acc.iter().enumerate().take(blk.valid) {
-            a.store(lanes.as_mut_ptr());
-            for (k, &v) in lanes[..V::LANES].iter().enumerate() {
-                let (r, q) = ((base + k) / wp, (base + k) % wp);
-                if r < h && q < w {
-                    out[o * plane_out + r * w + q] = v;
+    for p0 in (0..hw).step_by(NT * V::LANES) {
+        let acc = tile::<T, V, OB, NT>(blk, p0);
+        for (o, acc_o) in acc.iter().enumerate().take(blk.valid) {
+            let out_o = &mut out[o * hw..][..hw];
+            for (t, a) in acc_o.iter().enumerate() {
+                let p = p0 + t * V::LANES;
+                if p + V::LANES <= hw {
+                    a.store(out_o[p..][..V::LANES].as_mut_ptr());
+                } else if p < hw {
+                    a.store(lanes.as_mut_ptr());
+                    out_o[p..].copy_from_slice(&lanes[..hw - p]);
                 }
             }
         }
@@ -155,115 +157,9 @@ pub(crate) struct WeightGrad<T> {
 /// A block kernel compiled for one instruction set.
 pub(crate) type BlockFn<T> = unsafe fn(&Block<T>, &mut [T]);
 
-/// One image for the channel-vectorized kernel: the padded image (with
-/// [`SLACK`]) and the weights packed as `[c][tap][o]`.
-pub(crate) struct ChannelImage<'a, T> {
-    xp: &'a [T],
-    wq: &'a [T],
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-}
-
-/// Output channels `o0..o0 + OV * V::LANES` at `PB` consecutive columns of row
-/// `r` from column `q0`, written into `out` (the image's `(o, h, w)` output).
-///
-/// # Safety
-/// The CPU must support `V`'s instructions; `q0 + PB <= w`, `o0 + OV * V::LANES <= o`.
-#[inline(always)]
-unsafe fn channel_tile<T: Element, V: Vector<T>, const OV: usize, const PB: usize>(
-    img: &ChannelImage<T>,
-    o0: usize,
-    r: usize,
-    q0: usize,
-    out: &mut [T],
-) {
-    let wp = img.w + 2;
-    let plane = (img.h + 2) * wp;
-    let mut acc = [[V::zero(); OV]; PB];
-    for ch in 0..img.c {
-        for i in 0..3 {
-            let row = &img.xp[ch * plane + (r + i) * wp + q0..][..PB + 2];
-            for j in 0..3 {
-                let wt = &img.wq[(ch * 9 + i * 3 + j) * img.o + o0..][..OV * V::LANES];
-                let wv: [V; OV] = std::array::from_fn(|v| V::load(wt.as_ptr().add(v * V::LANES)));
-                for p in 0..PB {
-                    let xb = V::splat(row[p + j]);
-                    for v in 0..OV {
-                        acc[p][v] = acc[p][v].mul_add(wv[v], xb);
-                    }
-                }
-            }
-        }
-    }
-    let mut lanes = [T::zero(); 64];
-    let plane_out = img.h * img.w;
-    for (p, vs) in acc.iter().enumerate() {
-        for (v, a) in vs.iter().enumerate() {
-            a.store(lanes.as_mut_ptr());
-            for (l, &x) in lanes[..V::LANES].iter().enumerate() {
-                out[(o0 + v * V::LANES + l) * plane_out + r * img.w + q0 + p] = x;
-            }
-        }
-    }
-}
-
-/// The whole image with the channel-vectorized kernel, `OV` vectors of output
-/// channels by `PB` columns per tile (single columns at the end of a row).
-///
-/// # Safety
-/// The CPU must support `V`'s instructions; `OV * V::LANES` divides `o`.
-#[inline(always)]
-unsafe fn channel_image<T: Element, V: Vector<T>, const OV: usize, const PB: usize>(
-    img: &ChannelImage<T>,
-    out: &mut [T],
-) {
-    for o0 in (0..img.o).step_by(OV * V::LANES) {
-        for r in 0..img.h {
-            let mut q = 0;
-            while q + PB <= img.w {
-                channel_tile::<T, V, OV, PB>(img, o0, r, q, out);
-                q += PB;
-            }
-            while q < img.w {
-                channel_tile::<T, V, OV, 1>(img, o0, r, q, out);
-                q += 1;
-            }
-        }
-    }
-}
-
-/// A channel-vectorized image kernel.
-pub(crate) type ChannelFn<T> = unsafe fn(&ChannelImage<T>, &mut [T]);
-
 /// A weight-gradient kernel: `[OB][3]` sums for output block `o0`, input
 /// channel `ch` and kernel row `i`.
 pub(crate) type WeightFn<T> = unsafe fn(&WeightGrad<T>, usize, usize, usize) -> Vec<T>;
-
-/// The channel-vectorized kernel of element `$t` with vector `$v` for `o`
-/// output channels and width `w`: the first `OV => PB` tile shape whose `OV`
-/// divides the number of channel vectors (shapes sized to the register file).
-#[cfg(target_arch = "x86_64")]
-macro_rules! channel_pick {
-    ($t:ty, $v:ty, $feat:literal, $o:expr, $w:expr, [$($ov:literal => $pb:literal),*]) => {{
-        let lanes = <$v as Vector<$t>>::LANES;
-        if $o % lanes != 0 || $w % lanes == 0 {
-            return None;
-        }
-        let vectors = $o / lanes;
-        $(
-            if vectors.is_multiple_of($ov) {
-                #[target_feature(enable = $feat)]
-                unsafe fn run(img: &ChannelImage<$t>, out: &mut [$t]) {
-                    channel_image::<$t, $v, $ov, $pb>(img, out)
-                }
-                return Some(run);
-            }
-        )*
-        None
-    }};
-}
 
 /// Defines the kernels of one element type for AVX-512, AVX2+FMA and
 /// baseline x86-64 (or any other architecture).
@@ -272,43 +168,27 @@ macro_rules! direct_kernels {
         impl DirectConv for $t {
             const LANES: usize = 16;
 
-            fn block_kernel<const OB: usize>() -> BlockFn<$t> {
+            fn block_kernel<const OB: usize, const NT512: usize, const NT256: usize>() -> BlockFn<$t> {
                 #[cfg(target_arch = "x86_64")]
                 {
                     #[target_feature(enable = "avx512f,avx2,fma")]
-                    unsafe fn avx512<const OB: usize>(blk: &Block<$t>, out: &mut [$t]) {
-                        block::<$t, $avx512, OB>(blk, out)
+                    unsafe fn avx512<const OB: usize, const NT: usize>(blk: &Block<$t>, out: &mut [$t]) {
+                        block::<$t, $avx512, OB, NT>(blk, out)
                     }
                     #[target_feature(enable = "avx2,fma")]
-                    unsafe fn avx2<const OB: usize>(blk: &Block<$t>, out: &mut [$t]) {
-                        block::<$t, $avx2, OB>(blk, out)
+                    unsafe fn avx2<const OB: usize, const NT: usize>(blk: &Block<$t>, out: &mut [$t]) {
+                        block::<$t, $avx2, OB, NT>(blk, out)
                     }
                     match isa() {
-                        Isa::Avx512 => return avx512::<OB>,
-                        Isa::Avx2 => return avx2::<OB>,
+                        Isa::Avx512 => return avx512::<OB, NT512>,
+                        Isa::Avx2 => return avx2::<OB, NT256>,
                         Isa::Baseline => {}
                     }
                 }
                 unsafe fn baseline<const OB: usize>(blk: &Block<$t>, out: &mut [$t]) {
-                    block::<$t, Scalar<$t>, OB>(blk, out)
+                    block::<$t, Scalar<$t>, OB, 4>(blk, out)
                 }
                 baseline::<OB>
-            }
-
-            fn channel_kernel(o: usize, w: usize) -> Option<ChannelFn<$t>> {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    match isa() {
-                        Isa::Avx512 => channel_pick!($t, $avx512, "avx512f,avx2,fma", o, w, [4 => 4, 3 => 4, 2 => 4, 1 => 8]),
-                        Isa::Avx2 => channel_pick!($t, $avx2, "avx2,fma", o, w, [4 => 2, 3 => 3, 2 => 4, 1 => 8]),
-                        Isa::Baseline => None,
-                    }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    let _ = (o, w);
-                    None
-                }
             }
 
             fn weight_kernel() -> (usize, WeightFn<$t>) {
@@ -361,11 +241,9 @@ fn isa() -> Isa {
 pub(crate) trait DirectConv: Element {
     /// Upper bound on the vector width of any kernel, in elements.
     const LANES: usize;
-    /// The fastest block kernel this CPU runs, for `OB` output channels per block.
-    fn block_kernel<const OB: usize>() -> BlockFn<Self>;
-    /// The channel-vectorized kernel, where it beats the row-tiled one: the
-    /// vector width divides the output channels `o` but not the width `w`.
-    fn channel_kernel(o: usize, w: usize) -> Option<ChannelFn<Self>>;
+    /// The fastest block kernel this CPU runs, for `OB` output channels per
+    /// block and tiles of `NT512` (AVX-512) or `NT256` (AVX2) vectors.
+    fn block_kernel<const OB: usize, const NT512: usize, const NT256: usize>() -> BlockFn<Self>;
     /// The fastest weight-gradient kernel and its output block size.
     fn weight_kernel() -> (usize, WeightFn<Self>);
 }
@@ -373,20 +251,25 @@ pub(crate) trait DirectConv: Element {
 direct_kernels!(f32, F32x16, F32x8);
 direct_kernels!(f64, F64x8, F64x4);
 
-/// The output-channel block size (the one of 12, 8, 6, 4, 2 that pads `o`
-/// least, the larger on ties) and its kernel.
+/// The output-channel block size and its kernel: the block that pads `o`
+/// least (earlier in the list on ties; 12 channels x 1 vector measured best
+/// from 24 channels up, 6 x 3 below). Tiles hold `OB x NT` accumulators, at
+/// most 18 of the 32 AVX-512 registers and 8 of the 16 AVX2 ones, leaving room
+/// for the `NT` input vectors and the `OB` weight broadcasts.
 fn choose_block<T: DirectConv>(o: usize) -> (usize, BlockFn<T>) {
     let padded = |ob: usize| o.div_ceil(ob) * ob;
-    let best = [12, 8, 6, 4, 2]
-        .into_iter()
-        .min_by_key(|&ob| (padded(ob), usize::MAX - ob))
-        .unwrap_or(2);
+    let order: [usize; 5] = if o >= 24 {
+        [12, 6, 8, 4, 2]
+    } else {
+        [6, 12, 8, 4, 2]
+    };
+    let best = order.into_iter().min_by_key(|&ob| padded(ob)).unwrap_or(2);
     let kernel = match best {
-        12 => T::block_kernel::<12>(),
-        8 => T::block_kernel::<8>(),
-        6 => T::block_kernel::<6>(),
-        4 => T::block_kernel::<4>(),
-        _ => T::block_kernel::<2>(),
+        12 => T::block_kernel::<12, 1, 1>(),
+        6 => T::block_kernel::<6, 3, 1>(),
+        8 => T::block_kernel::<8, 2, 1>(),
+        4 => T::block_kernel::<4, 4, 2>(),
+        _ => T::block_kernel::<2, 8, 4>(),
     };
     (best, kernel)
 }
@@ -404,6 +287,25 @@ fn pack_weights<T: Element>(w: &[T], o: usize, c: usize, ob: usize) -> Vec<T> {
         }
     }
     packed
+}
+
+/// The three column-shifted copies of a zero-padded image `(c, h, w)`:
+/// `xs[j, c, r, q] = x[c, r - 1, q + j - 1]` (zero outside), `(3, c, h + 2, w)`,
+/// followed by [`SLACK`] zeros.
+fn shifted_copies<T: Element>(x: &[T], c: usize, h: usize, w: usize) -> Vec<T> {
+    let plane = (h + 2) * w;
+    let mut xs = vec![T::zero(); 3 * c * plane + SLACK];
+    for (j, copy) in xs.chunks_mut(c * plane).take(3).enumerate() {
+        for (ch, src) in x.chunks(h * w).enumerate() {
+            for (r, row) in src.chunks(w).enumerate() {
+                let dst = &mut copy[ch * plane + (r + 1) * w..][..w];
+                // dst[q] = row[q + j - 1] where that column exists
+                let (lo, hi) = (1usize.saturating_sub(j), (w + 1 - j).min(w));
+                dst[lo..hi].copy_from_slice(&row[lo + j - 1..hi + j - 1]);
+            }
+        }
+    }
+    xs
 }
 
 /// Planes of `h x w` copied into zeroed planes of `plane` elements with row
@@ -429,26 +331,15 @@ fn pad_planes<T: Element>(
 /// `y = conv3x3(x, w)` with padding 1 for `x: (n, c, h, w)`, `w: (o, c, 3, 3)`.
 pub(crate) fn conv3x3_same<T: DirectConv>(x: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
     let (n, c, h, wd, o) = (g.n, g.c, g.h, g.w, g.o);
-    if let Some(kernel) = T::channel_kernel(o, wd) {
-        return conv3x3_same_by_channels(x, w, g, kernel);
-    }
     let (ob, kernel) = choose_block::<T>(o);
     let packed = pack_weights(w, o, c, ob);
     let mut y = vec![T::zero(); n * o * h * wd];
     let parallel = y.len() * c * 9 >= PAR_THRESHOLD;
     let image = |(img, yi): (usize, &mut [T])| {
-        let plane = (h + 2) * (wd + 2);
-        let xp = pad_planes(
-            &x[img * c * h * wd..][..c * h * wd],
-            c,
-            (h, wd),
-            plane,
-            (1, 1),
-            SLACK,
-        );
+        let xs = shifted_copies(&x[img * c * h * wd..][..c * h * wd], c, h, wd);
         let run = |(b, out): (usize, &mut [T])| {
             let blk = Block {
-                xp: &xp,
+                xs: &xs,
                 wb: &packed[b * c * 9 * ob..][..c * 9 * ob],
                 c,
                 h,
@@ -465,52 +356,6 @@ pub(crate) fn conv3x3_same<T: DirectConv>(x: &[T], w: &[T], g: &ConvGeom) -> Vec
         }
     };
     if parallel {
-        y.par_chunks_mut(o * h * wd).enumerate().for_each(image);
-    } else {
-        y.chunks_mut(o * h * wd).enumerate().for_each(image);
-    }
-    y
-}
-
-/// [`conv3x3_same`] with the channel-vectorized kernel, parallel over images.
-fn conv3x3_same_by_channels<T: DirectConv>(
-    x: &[T],
-    w: &[T],
-    g: &ConvGeom,
-    kernel: ChannelFn<T>,
-) -> Vec<T> {
-    let (c, h, wd, o) = (g.c, g.h, g.w, g.o);
-    let mut wq = vec![T::zero(); c * 9 * o];
-    for oc in 0..o {
-        for ch in 0..c {
-            for tap in 0..9 {
-                wq[(ch * 9 + tap) * o + oc] = w[(oc * c + ch) * 9 + tap];
-            }
-        }
-    }
-    let mut y = vec![T::zero(); g.n * o * h * wd];
-    let image = |(img, yi): (usize, &mut [T])| {
-        let plane = (h + 2) * (wd + 2);
-        let xp = pad_planes(
-            &x[img * c * h * wd..][..c * h * wd],
-            c,
-            (h, wd),
-            plane,
-            (1, 1),
-            SLACK,
-        );
-        let ci = ChannelImage {
-            xp: &xp,
-            wq: &wq,
-            c,
-            h,
-            w: wd,
-            o,
-        };
-        // SAFETY: `channel_kernel` returned a kernel whose instructions this CPU has.
-        unsafe { kernel(&ci, yi) }
-    };
-    if y.len() * c * 9 >= PAR_THRESHOLD {
         y.par_chunks_mut(o * h * wd).enumerate().for_each(image);
     } else {
         y.chunks_mut(o * h * wd).enumerate().for_each(image);
