@@ -1,0 +1,54 @@
+//! The [`Flow`] trait: an invertible map with an exact log-determinant.
+
+use flowtensor::{Result, Tensor};
+
+/// An invertible layer `z = f(x)` on batches (the first dimension is the batch).
+///
+/// Parameters are leaf variables (see [`flowtensor::Tensor::as_variable`]);
+/// optimizers update them in place with `set_data`, so layers take `&self`
+/// everywhere and keep mutable state (data-dependent initialisation,
+/// training mode) in tensors or atomics.
+pub trait Flow: Send + Sync {
+    /// The layer's name, used in errors.
+    fn name(&self) -> &'static str;
+
+    /// `z = f(x)` and `log |det df/dx|` per sample (shape `[batch]`).
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)>;
+
+    /// `x = f^{-1}(z)`.
+    fn inverse(&self, z: &Tensor) -> Result<Tensor>;
+
+    /// `x = f^{-1}(z)` and `log |det d f^{-1}/dz|` per sample. The default runs
+    /// the forward on the result; layers override it where the inverse's
+    /// log-determinant is cheaper.
+    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = self.inverse(z)?;
+        let (_, logdet) = self.forward(&x)?;
+        Ok((x, logdet.neg()?))
+    }
+
+    /// Trainable parameters by name.
+    fn parameters(&self) -> Vec<(String, Tensor)>;
+
+    /// Non-trainable state saved with the parameters (initialisation flags,
+    /// fixed permutations, power-iteration vectors), by name.
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// Switches between training and evaluation behaviour (default: none).
+    fn set_training(&self, _training: bool) {}
+}
+
+/// Prefixes every name with `prefix.`.
+pub fn prefixed(prefix: &str, named: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+    named
+        .into_iter()
+        .map(|(n, t)| (format!("{prefix}.{n}"), t))
+        .collect()
+}
+
+/// A fresh leaf variable holding `t`'s values.
+pub fn parameter(t: Tensor) -> Result<Tensor> {
+    Ok(t.detach().contiguous()?.detach().as_variable())
+}
