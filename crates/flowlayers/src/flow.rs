@@ -48,7 +48,7 @@ pub fn prefixed(prefix: &str, named: Vec<(String, Tensor)>) -> Vec<(String, Tens
         .collect()
 }
 
-/// A fresh leaf variable holding `t`'s values.
+/// A fresh leaf variable holding a copy of `t`'s values (never sharing its storage).
 pub fn parameter(t: Tensor) -> Result<Tensor> {
-    Ok(t.detach().contiguous()?.detach().as_variable())
+    Ok(t.copy()?.as_variable())
 }

@@ -9,3 +9,9 @@ pub mod split;
 pub mod squeeze;
 
 pub use actnorm::ActNorm;
+pub use conditioner::{Conditioner, Conv2d, DenseNetConfig, DenseNetGated, GlowNet, ZeroConv2d};
+pub use conv1x1::{Conv1x1, Conv1x1Lu, Conv1x1Qr};
+pub use coupling::{Coupling, CouplingKind, ScaleFn};
+pub use permutation::Permutation;
+pub use split::{ConditionalGaussian, SplitPrior};
+pub use squeeze::Squeeze;

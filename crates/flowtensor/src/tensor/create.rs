@@ -138,7 +138,7 @@ impl Tensor {
     }
 
     /// A contiguous copy with its own storage and no history.
-    pub(crate) fn copy(&self) -> Result<Tensor> {
+    pub fn copy(&self) -> Result<Tensor> {
         let storage = self.storage().copy_strided(self.layout())?;
         Ok(Tensor::from_storage(storage, self.shape()))
     }

@@ -1,0 +1,262 @@
+//! Coupling layers and their conditioners: the layer checks for every kind,
+//! scale and conditioner, the starting point, the initialisation, and errors.
+
+use flowlayers::layers::conditioner::{
+    Conditioner, Conv2d, DenseNetConfig, DenseNetGated, GlowNet, ZeroConv2d,
+};
+use flowlayers::layers::coupling::{Coupling, CouplingKind, ScaleFn};
+use flowlayers::testing::{check_flow, FlowCheck};
+use flowlayers::Flow;
+use flowtensor::{DType, Device, Generator, Tensor};
+
+const KINDS: [CouplingKind; 3] = [
+    CouplingKind::Additive,
+    CouplingKind::Affine(ScaleFn::Sigmoid2),
+    CouplingKind::Affine(ScaleFn::ExpTanh),
+];
+
+const DENSE: DenseNetConfig = DenseNetConfig {
+    depth: 2,
+    growth: 3,
+    intermediate: Some(5),
+};
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(&b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+#[test]
+fn glownet_couplings_pass_the_layer_checks() {
+    for kind in KINDS {
+        for shape in [[2, 4, 3, 3], [2, 5, 2, 3]] {
+            let mut gen = Generator::new(7);
+            let layer =
+                Coupling::glow(shape[1], kind, 6, DType::F64, Device::Cpu, &mut gen).unwrap();
+            let report = check_flow(&layer, &shape, &FlowCheck::default())
+                .unwrap_or_else(|e| panic!("{kind:?} on {shape:?}: {e}"));
+            assert_eq!(report.parameters, 7);
+        }
+    }
+}
+
+#[test]
+fn densenet_couplings_pass_the_layer_checks() {
+    // `intermediate: None` (the reference code's bottleneck width) on more
+    // channels, so that this tiny network has live ReLUs after perturbation
+    let wide = DenseNetConfig {
+        depth: 2,
+        growth: 4,
+        intermediate: None,
+    };
+    for kind in KINDS {
+        for (config, shape) in [(DENSE, [2, 4, 3, 3]), (wide, [2, 6, 3, 3])] {
+            let mut gen = Generator::new(8);
+            let layer =
+                Coupling::densenet(shape[1], kind, config, DType::F64, Device::Cpu, &mut gen)
+                    .unwrap();
+            let report = check_flow(&layer, &shape, &FlowCheck::default())
+                .unwrap_or_else(|e| panic!("{kind:?} with {config:?}: {e}"));
+            assert_eq!(report.parameters, 4 * config.depth + 2);
+        }
+    }
+}
+
+#[test]
+fn conditioners_start_at_exactly_zero() {
+    let mut gen = Generator::new(3);
+    let x = gen.randn(&[2, 3, 4, 5], DType::F64, Device::Cpu).unwrap();
+    let nets: Vec<Box<dyn Conditioner>> = vec![
+        Box::new(GlowNet::new(3, 8, 4, DType::F64, Device::Cpu, &mut gen).unwrap()),
+        Box::new(DenseNetGated::new(3, 4, DENSE, DType::F64, Device::Cpu, &mut gen).unwrap()),
+        Box::new(ZeroConv2d::new(3, 4, DType::F64, Device::Cpu).unwrap()),
+    ];
+    for net in nets {
+        let y = net.forward(&x).unwrap();
+        assert_eq!(y.shape(), [2, 4, 4, 5]);
+        assert!(y.to_vec::<f64>().unwrap().iter().all(|&v| v == 0.0));
+        assert_eq!((net.in_channels(), net.out_channels()), (3, 4));
+    }
+}
+
+#[test]
+fn couplings_start_as_the_identity_or_glows_constant_scale() {
+    let mut gen = Generator::new(5);
+    let x = gen.randn(&[2, 4, 3, 3], DType::F64, Device::Cpu).unwrap();
+    for kind in KINDS {
+        let layer = Coupling::glow(4, kind, 6, DType::F64, Device::Cpu, &mut gen).unwrap();
+        let (z, logdet) = layer.forward(&x).unwrap();
+        let ld = logdet.to_vec::<f64>().unwrap();
+        match kind {
+            CouplingKind::Affine(ScaleFn::Sigmoid2) => {
+                let s = 1.0 / (1.0 + (-2.0f64).exp());
+                let want = Tensor::cat(
+                    &[
+                        &x.narrow(1, 0, 2).unwrap(),
+                        &x.narrow(1, 2, 2).unwrap().mul_scalar(s).unwrap(),
+                    ],
+                    1,
+                )
+                .unwrap();
+                assert!(max_abs_diff(&z, &want) < 1e-15);
+                for v in ld {
+                    assert!((v - 18.0 * s.ln()).abs() < 1e-12, "{v}");
+                }
+            }
+            _ => {
+                assert_eq!(z.to_vec::<f64>().unwrap(), x.to_vec::<f64>().unwrap());
+                assert_eq!(ld, vec![0.0, 0.0]);
+            }
+        }
+    }
+}
+
+#[test]
+fn scale_functions_match_their_formulas() {
+    let h = Tensor::from_vec(vec![-30.0, -1.0, 0.0, 0.5, 30.0], &[5], Device::Cpu).unwrap();
+    let sig = ScaleFn::Sigmoid2
+        .log_scale(&h)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    let tanh = ScaleFn::ExpTanh
+        .log_scale(&h)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    for (i, v) in h.to_vec::<f64>().unwrap().into_iter().enumerate() {
+        let want_sig = (1.0 / (1.0 + (-(v + 2.0)).exp())).ln();
+        assert!((sig[i] - want_sig).abs() < 1e-12, "{v}: {}", sig[i]);
+        assert!((tanh[i] - 2.0 * (v / 2.0).tanh()).abs() < 1e-15);
+        assert!(tanh[i].abs() <= 2.0);
+    }
+}
+
+#[test]
+fn parameters_are_named_after_the_conditioner_layers() {
+    let mut gen = Generator::new(1);
+    let glow = Coupling::glow(
+        4,
+        CouplingKind::Affine(ScaleFn::Sigmoid2),
+        6,
+        DType::F64,
+        Device::Cpu,
+        &mut gen,
+    )
+    .unwrap();
+    let names: Vec<String> = glow.parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "net.0.weight",
+            "net.0.bias",
+            "net.1.weight",
+            "net.1.bias",
+            "net.2.weight",
+            "net.2.bias",
+            "net.2.logs"
+        ]
+    );
+    let shapes: Vec<Vec<usize>> = glow
+        .parameters()
+        .iter()
+        .map(|(_, p)| p.shape().to_vec())
+        .collect();
+    assert_eq!(shapes[0], [6, 2, 3, 3]);
+    assert_eq!(shapes[2], [6, 6, 1, 1]);
+    assert_eq!(shapes[4], [4, 6, 3, 3]);
+    assert_eq!(shapes[6], [4]);
+
+    let dense = Coupling::densenet(
+        4,
+        CouplingKind::Additive,
+        DENSE,
+        DType::F64,
+        Device::Cpu,
+        &mut gen,
+    )
+    .unwrap();
+    let named: Vec<(String, Vec<usize>)> = dense
+        .parameters()
+        .into_iter()
+        .map(|(n, p)| (n, p.shape().to_vec()))
+        .collect();
+    let find = |name: &str| named.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    assert_eq!(find("net.layers.0.0.weight"), [5, 2, 1, 1]);
+    assert_eq!(find("net.layers.0.1.weight"), [3, 5, 3, 3]);
+    assert_eq!(find("net.layers.1.0.weight"), [5, 5, 1, 1]);
+    assert_eq!(find("net.gate.weight"), [6, 8, 1, 1]);
+    assert_eq!(find("net.gate.bias"), [6]);
+}
+
+#[test]
+fn conv2d_uses_pytorchs_default_initialisation() {
+    let conv = Conv2d::new(4, 16, 3, DType::F64, Device::Cpu, &mut Generator::new(2)).unwrap();
+    let bound = 1.0 / 36f64.sqrt();
+    for (name, p) in conv.parameters() {
+        let v = p.to_vec::<f64>().unwrap();
+        assert!(v.iter().all(|x| x.abs() <= bound), "{name}");
+        // uniform on [-b, b): the spread is close to the bound
+        let max = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        assert!(max > 0.7 * bound, "{name}: {max}");
+    }
+}
+
+#[test]
+fn f32_couplings_invert() {
+    let mut gen = Generator::new(9);
+    let x = gen.randn(&[3, 4, 4, 4], DType::F32, Device::Cpu).unwrap();
+    for kind in KINDS {
+        let layer = Coupling::densenet(4, kind, DENSE, DType::F32, Device::Cpu, &mut gen).unwrap();
+        flowlayers::testing::perturb_parameters(&layer, 0.2, &mut gen).unwrap();
+        let (z, logdet) = layer.forward(&x).unwrap();
+        let (back, inv_logdet) = layer.inverse_with_logdet(&z).unwrap();
+        assert_eq!(z.dtype(), DType::F32);
+        assert!(max_abs_diff(&back, &x) < 1e-5);
+        assert!(max_abs_diff(&logdet.neg().unwrap(), &inv_logdet) < 1e-5);
+    }
+}
+
+#[test]
+fn wrong_channel_counts_name_the_layer_and_shape() {
+    let mut gen = Generator::new(1);
+    let layer = Coupling::glow(
+        4,
+        CouplingKind::Additive,
+        6,
+        DType::F64,
+        Device::Cpu,
+        &mut gen,
+    )
+    .unwrap();
+    for shape in [[2, 3, 2, 2].as_slice(), &[2, 4, 2], &[2, 4]] {
+        let x = gen.randn(shape, DType::F64, Device::Cpu).unwrap();
+        for msg in [
+            layer.forward(&x).unwrap_err().to_string(),
+            layer.inverse(&x).unwrap_err().to_string(),
+        ] {
+            let shape_text = format!("{shape:?}");
+            assert!(
+                msg.contains("Coupling") && msg.contains(&shape_text),
+                "{msg}"
+            );
+        }
+    }
+    // a conditioner of the wrong size is refused at construction
+    let net = GlowNet::new(2, 6, 2, DType::F64, Device::Cpu, &mut gen).unwrap();
+    let msg = Coupling::new(4, CouplingKind::Affine(ScaleFn::ExpTanh), Box::new(net))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("Coupling") && msg.contains("2 -> 4"), "{msg}");
+    assert!(Coupling::glow(
+        1,
+        CouplingKind::Additive,
+        6,
+        DType::F64,
+        Device::Cpu,
+        &mut gen
+    )
+    .is_err());
+}
