@@ -75,6 +75,43 @@ fn per_sample(per_position: &Tensor, x: &Tensor) -> Result<Tensor> {
         .contiguous()
 }
 
+/// `Flow` for a layer `W` with `log |det W| = sum(log_scale)`: forward mixes
+/// the channels with `weight()`, inverse with `inverse_weight()`, and the
+/// log-det is `positions * sum(log_scale)` per sample (negated for the inverse).
+macro_rules! triangular_flow {
+    ($layer:ty, $name:literal, parameters: [$($param:literal => $pfield:ident),*], buffers: [$($buf:literal => $bfield:ident),*]) => {
+        impl Flow for $layer {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+                self.check(x)?;
+                let z = mix_channels(&self.weight()?, x)?;
+                Ok((z, per_sample(&self.log_scale.sum_all()?, x)?))
+            }
+
+            fn inverse(&self, z: &Tensor) -> Result<Tensor> {
+                self.check(z)?;
+                mix_channels(&self.inverse_weight()?, z)
+            }
+
+            fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+                let x = self.inverse(z)?;
+                Ok((x, per_sample(&self.log_scale.sum_all()?, z)?.neg()?))
+            }
+
+            fn parameters(&self) -> Vec<(String, Tensor)> {
+                vec![$(($param.into(), self.$pfield.clone())),*]
+            }
+
+            fn buffers(&self) -> Vec<(String, Tensor)> {
+                vec![$(($buf.into(), self.$bfield.clone())),*]
+            }
+        }
+    };
+}
+
 /// A random orthogonal `n x n` f64 matrix on the CPU: `Q` of the QR of a
 /// standard Gaussian matrix (Haar distributed, since `R` has a positive diagonal).
 fn random_orthogonal(n: usize, gen: &mut Generator) -> Result<Tensor> {
@@ -337,42 +374,12 @@ impl Conv1x1Lu {
     }
 }
 
-impl Flow for Conv1x1Lu {
-    fn name(&self) -> &'static str {
-        "Conv1x1Lu"
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.check(x)?;
-        let z = mix_channels(&self.weight()?, x)?;
-        Ok((z, per_sample(&self.log_scale.sum_all()?, x)?))
-    }
-
-    fn inverse(&self, z: &Tensor) -> Result<Tensor> {
-        self.check(z)?;
-        mix_channels(&self.inverse_weight()?, z)
-    }
-
-    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
-        let x = self.inverse(z)?;
-        Ok((x, per_sample(&self.log_scale.sum_all()?, z)?.neg()?))
-    }
-
-    fn parameters(&self) -> Vec<(String, Tensor)> {
-        vec![
-            ("lower".into(), self.lower.clone()),
-            ("upper".into(), self.upper.clone()),
-            ("log_scale".into(), self.log_scale.clone()),
-        ]
-    }
-
-    fn buffers(&self) -> Vec<(String, Tensor)> {
-        vec![
-            ("permutation".into(), self.permutation.clone()),
-            ("sign".into(), self.sign.clone()),
-        ]
-    }
-}
+triangular_flow!(
+    Conv1x1Lu,
+    "Conv1x1Lu",
+    parameters: ["lower" => lower, "upper" => upper, "log_scale" => log_scale],
+    buffers: ["permutation" => permutation, "sign" => sign]
+);
 
 /// QR-parametrised invertible 1x1 convolution (Hoogeboom, van den Berg and
 /// Welling, "Emerging Convolutions for Generative Normalizing Flows", 2019).
@@ -478,36 +485,9 @@ impl Conv1x1Qr {
     }
 }
 
-impl Flow for Conv1x1Qr {
-    fn name(&self) -> &'static str {
-        "Conv1x1Qr"
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.check(x)?;
-        let z = mix_channels(&self.weight()?, x)?;
-        Ok((z, per_sample(&self.log_scale.sum_all()?, x)?))
-    }
-
-    fn inverse(&self, z: &Tensor) -> Result<Tensor> {
-        self.check(z)?;
-        mix_channels(&self.inverse_weight()?, z)
-    }
-
-    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
-        let x = self.inverse(z)?;
-        Ok((x, per_sample(&self.log_scale.sum_all()?, z)?.neg()?))
-    }
-
-    fn parameters(&self) -> Vec<(String, Tensor)> {
-        vec![
-            ("householder".into(), self.householder.clone()),
-            ("upper".into(), self.upper.clone()),
-            ("log_scale".into(), self.log_scale.clone()),
-        ]
-    }
-
-    fn buffers(&self) -> Vec<(String, Tensor)> {
-        vec![("sign".into(), self.sign.clone())]
-    }
-}
+triangular_flow!(
+    Conv1x1Qr,
+    "Conv1x1Qr",
+    parameters: ["householder" => householder, "upper" => upper, "log_scale" => log_scale],
+    buffers: ["sign" => sign]
+);
