@@ -12,6 +12,7 @@
 
 mod autograd;
 mod conv;
+pub mod conv_exp;
 mod cpu;
 mod cuda;
 mod device;

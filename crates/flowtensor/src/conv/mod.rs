@@ -278,7 +278,7 @@ fn conv_transpose(y: &Tensor, w: &Tensor, geom: ConvGeom) -> Result<Tensor> {
 }
 
 /// The weight gradient for X-space `x` and Y-space `dy` (not recorded).
-fn conv_weight_grad(x: &Tensor, dy: &Tensor, geom: &ConvGeom) -> Result<Tensor> {
+pub(crate) fn conv_weight_grad(x: &Tensor, dy: &Tensor, geom: &ConvGeom) -> Result<Tensor> {
     let (x, dy) = (x.contiguous()?, dy.contiguous()?);
     let storage = x
         .storage()
