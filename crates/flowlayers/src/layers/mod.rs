@@ -3,6 +3,7 @@
 mod actnorm;
 pub mod conditioner;
 pub mod conv1x1;
+pub mod conv_exp;
 pub mod coupling;
 pub mod permutation;
 pub mod split;
@@ -11,6 +12,7 @@ pub mod squeeze;
 pub use actnorm::ActNorm;
 pub use conditioner::{Conditioner, Conv2d, DenseNetConfig, DenseNetGated, GlowNet, ZeroConv2d};
 pub use conv1x1::{Conv1x1, Conv1x1Lu, Conv1x1Qr};
+pub use conv_exp::{ConvExp, SpectralNorm};
 pub use coupling::{Coupling, CouplingKind, ScaleFn};
 pub use permutation::Permutation;
 pub use split::{ConditionalGaussian, SplitPrior};

@@ -1,0 +1,296 @@
+//! ConvExp and SpectralNorm: the layer checks, the spectral normalisation
+//! against the dense operator, training/evaluation behaviour, and errors.
+
+use flowlayers::flowtensor::conv_exp::Terms;
+use flowlayers::layers::conv_exp::ConvExpConfig;
+use flowlayers::layers::{ConvExp, SpectralNorm};
+use flowlayers::testing::{check_flow, FlowCheck};
+use flowlayers::Flow;
+use flowtensor::gradcheck::{check_gradients, GradCheck};
+use flowtensor::{Conv2dParams, DType, Device, Generator, Tensor};
+
+/// A configuration whose series is converged far below the check tolerances.
+fn exact(terms: Terms) -> ConvExpConfig {
+    ConvExpConfig {
+        train_terms: terms,
+        eval_terms: terms,
+        ..ConvExpConfig::default()
+    }
+}
+
+/// The dense `(D, D)` matrix `A` (`D = C H W`) of the same-padded convolution
+/// with `kernel`, with `A[:, j] = M e_j`: every one-hot image convolved.
+fn dense_operator(kernel: &Tensor, c: usize, h: usize, w: usize) -> Tensor {
+    let d = c * h * w;
+    let k = kernel.shape()[2];
+    let eye = Tensor::eye(d, DType::F64, Device::Cpu)
+        .unwrap()
+        .reshape(&[d, c, h, w])
+        .unwrap();
+    // row j of the result is M e_j, so the result is A^T.
+    eye.conv2d(kernel, None, &Conv2dParams::same(k))
+        .unwrap()
+        .reshape(&[d, d])
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+}
+
+/// The largest singular value of `a (D, D)`: the power method on `A^T A`.
+fn largest_singular_value(a: &Tensor) -> f64 {
+    let d = a.shape()[0];
+    let ata = a.transpose(0, 1).unwrap().matmul(a).unwrap();
+    let mut v = Generator::new(99)
+        .randn(&[d, 1], DType::F64, Device::Cpu)
+        .unwrap();
+    let mut lambda = 0.0;
+    for _ in 0..5000 {
+        let next = ata.matmul(&v).unwrap();
+        lambda = next
+            .square()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        v = next.div_scalar(lambda).unwrap();
+    }
+    lambda.sqrt()
+}
+
+#[test]
+fn conv_exp_passes_the_layer_checks() {
+    // check_flow calls forward several times and compares its output with
+    // inverse. In training mode every forward takes a power-iteration step,
+    // which changes the normalised kernel between calls, so the layer would
+    // not be the same function from one call to the next. We therefore take
+    // a few training steps first (a realistic vector `u`) and then switch to
+    // evaluation mode, where the normalised kernel is a fixed, differentiable
+    // function of the kernel. Thirty terms make the series exact to far below
+    // the 1e-10 inverse and 1e-8 log-det tolerances (the norm of M_hat is
+    // about 1, and 1 / 30! ~ 4e-33).
+    for (shape, seed) in [([2, 2, 4, 3], 0u64), ([2, 3, 4, 3], 1), ([2, 3, 3, 3], 2)] {
+        let mut gen = Generator::new(seed);
+        let layer = ConvExp::with_config(
+            shape[1],
+            (shape[2], shape[3]),
+            exact(Terms::Fixed(30)),
+            DType::F64,
+            Device::Cpu,
+            &mut gen,
+        )
+        .unwrap();
+        let x = gen.randn(&shape, DType::F64, Device::Cpu).unwrap();
+        for _ in 0..5 {
+            layer.forward(&x).unwrap();
+        }
+        layer.set_training(false);
+        let report = check_flow(&layer, &shape, &FlowCheck::default()).unwrap();
+        assert_eq!(report.parameters, 3);
+        assert!(report.max_inverse_error < 1e-10, "{report:?}");
+    }
+}
+
+#[test]
+fn conv_exp_with_adaptive_terms_passes_the_layer_checks() {
+    let mut gen = Generator::new(5);
+    let layer = ConvExp::with_config(
+        2,
+        (4, 3),
+        exact(Terms::Adaptive {
+            tol: 1e-14,
+            max: 60,
+        }),
+        DType::F64,
+        Device::Cpu,
+        &mut gen,
+    )
+    .unwrap();
+    layer.set_training(false);
+    let report = check_flow(&layer, &[2, 2, 4, 3], &FlowCheck::default()).unwrap();
+    assert_eq!(report.parameters, 3);
+    let used = layer.last_terms_used();
+    assert!(used > 5 && used < 60, "{used}");
+}
+
+#[test]
+fn spectral_norm_sigma_matches_the_dense_operator() {
+    let (c, k, h, w) = (3, 3, 4, 3);
+    let mut gen = Generator::new(7);
+    let sn = SpectralNorm::new(c, k, (h, w), 0.95, DType::F64, Device::Cpu, &mut gen).unwrap();
+    let kernel = gen.randn(&[c, c, k, k], DType::F64, Device::Cpu).unwrap();
+    let want = largest_singular_value(&dense_operator(&kernel, c, h, w));
+    for _ in 0..2000 {
+        sn.power_step(&kernel).unwrap();
+    }
+    let sigma = sn.sigma(&kernel).unwrap().to_scalar().unwrap();
+    assert!((sigma - want).abs() < 1e-6, "sigma {sigma} vs dense {want}");
+    assert_eq!(sn.last_sigma().unwrap(), sigma);
+    // u stays a unit vector
+    let norm = sn.vector().square().unwrap().sum_all().unwrap();
+    assert!((norm.to_scalar().unwrap() - 1.0).abs() < 1e-12);
+
+    // the normalised operator's norm is at most coeff (sigma >= coeff here)
+    assert!(want > 0.95);
+    let normalized = sn.normalize(&kernel, false).unwrap();
+    let got = largest_singular_value(&dense_operator(&normalized, c, h, w));
+    assert!(got <= 0.95 + 1e-6, "normalised norm {got}");
+    assert!((got - 0.95).abs() < 1e-6, "normalised norm {got}");
+
+    // a kernel already within the bound is left as is
+    let small = kernel.mul_scalar(0.5 / want).unwrap();
+    let same = sn.normalize(&small, false).unwrap();
+    assert_eq!(
+        same.to_vec::<f64>().unwrap(),
+        small.to_vec::<f64>().unwrap()
+    );
+}
+
+#[test]
+fn the_layer_keeps_its_operator_norm_below_coeff_after_training_steps() {
+    let mut gen = Generator::new(11);
+    let layer = ConvExp::new(2, (4, 3), DType::F64, Device::Cpu, &mut gen).unwrap();
+    // a kernel far outside the bound
+    let kernel = layer
+        .parameters()
+        .into_iter()
+        .find(|(n, _)| n == "kernel")
+        .unwrap()
+        .1;
+    kernel
+        .set_data(&gen.randn(&[2, 2, 3, 3], DType::F64, Device::Cpu).unwrap())
+        .unwrap();
+    let x = gen.randn(&[2, 2, 4, 3], DType::F64, Device::Cpu).unwrap();
+    for _ in 0..500 {
+        layer.forward(&x).unwrap();
+    }
+    let normalized = layer.normalized_kernel().unwrap();
+    let got = largest_singular_value(&dense_operator(&normalized, 2, 4, 3));
+    assert!(got <= 0.95 + 1e-6, "normalised norm {got}");
+}
+
+#[test]
+fn training_steps_the_power_iteration_and_evaluation_does_not() {
+    let mut gen = Generator::new(3);
+    let layer = ConvExp::new(2, (4, 3), DType::F64, Device::Cpu, &mut gen).unwrap();
+    assert_eq!(layer.config().train_terms, Terms::Fixed(6));
+    assert_eq!(layer.config().eval_terms, Terms::Fixed(13));
+    let x = gen.randn(&[3, 2, 4, 3], DType::F64, Device::Cpu).unwrap();
+    let u0 = layer.spectral_norm().vector().to_vec::<f64>().unwrap();
+    layer.forward(&x).unwrap();
+    assert_eq!(layer.last_terms_used(), 6);
+    let u1 = layer.spectral_norm().vector().to_vec::<f64>().unwrap();
+    assert_ne!(u0, u1);
+    assert!(layer.spectral_norm().last_sigma().unwrap() > 0.0);
+
+    layer.set_training(false);
+    let (a, la) = layer.forward(&x).unwrap();
+    assert_eq!(layer.last_terms_used(), 13);
+    let (b, lb) = layer.forward(&x).unwrap();
+    assert_eq!(layer.spectral_norm().vector().to_vec::<f64>().unwrap(), u1);
+    assert_eq!(a.to_vec::<f64>().unwrap(), b.to_vec::<f64>().unwrap());
+    assert_eq!(la.to_vec::<f64>().unwrap(), lb.to_vec::<f64>().unwrap());
+
+    // with the default 13 terms the round trip is already accurate
+    let back = layer.inverse(&a).unwrap();
+    let err = back
+        .sub(&x)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max(&[0, 1, 2, 3], false)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(err < 1e-8, "{err}");
+}
+
+#[test]
+fn parameters_and_buffers_are_named() {
+    let layer = ConvExp::new(3, (2, 2), DType::F64, Device::Cpu, &mut Generator::new(0)).unwrap();
+    let params: Vec<(String, Vec<usize>)> = layer
+        .parameters()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec()))
+        .collect();
+    assert_eq!(
+        params,
+        vec![
+            ("conv1x1.weight".to_string(), vec![3, 3]),
+            ("kernel".to_string(), vec![3, 3, 3, 3]),
+            ("bias".to_string(), vec![1, 3, 1, 1]),
+        ]
+    );
+    let buffers: Vec<(String, Vec<usize>)> = layer
+        .buffers()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec()))
+        .collect();
+    assert_eq!(
+        buffers,
+        vec![
+            ("spectral_norm.u".to_string(), vec![1, 3, 2, 2]),
+            ("spectral_norm.sigma".to_string(), vec![]),
+        ]
+    );
+}
+
+#[test]
+fn wrong_shapes_name_the_layer_and_shape() {
+    let layer = ConvExp::new(3, (4, 3), DType::F64, Device::Cpu, &mut Generator::new(0)).unwrap();
+    for shape in [[2, 4, 4, 3], [2, 3, 4, 4]] {
+        let x = Generator::new(1)
+            .randn(&shape, DType::F64, Device::Cpu)
+            .unwrap();
+        let msg = layer.forward(&x).unwrap_err().to_string();
+        assert!(
+            msg.contains("ConvExp") && msg.contains(&format!("{shape:?}")),
+            "{msg}"
+        );
+        let msg = layer.inverse(&x).unwrap_err().to_string();
+        assert!(
+            msg.contains("ConvExp") && msg.contains(&format!("{shape:?}")),
+            "{msg}"
+        );
+    }
+    let sn = SpectralNorm::new(
+        2,
+        3,
+        (4, 3),
+        0.95,
+        DType::F64,
+        Device::Cpu,
+        &mut Generator::new(0),
+    )
+    .unwrap();
+    let kernel = Tensor::zeros(&[3, 3, 3, 3], DType::F64, Device::Cpu).unwrap();
+    let msg = sn.power_step(&kernel).unwrap_err().to_string();
+    assert!(
+        msg.contains("SpectralNorm") && msg.contains("[3, 3, 3, 3]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_normalised_kernel_is_differentiable_through_sigma() {
+    // K_hat = K coeff / sigma(K) when the bound is active: its gradient has
+    // the term through sigma(K) = ||M u|| (u fixed), checked numerically.
+    let mut gen = Generator::new(13);
+    let sn = SpectralNorm::new(2, 3, (3, 3), 0.95, DType::F64, Device::Cpu, &mut gen).unwrap();
+    let kernel = gen.randn(&[2, 2, 3, 3], DType::F64, Device::Cpu).unwrap();
+    for _ in 0..3 {
+        sn.power_step(&kernel).unwrap();
+    }
+    assert!(sn.sigma(&kernel).unwrap().to_scalar().unwrap() > 0.95);
+    let err = check_gradients(
+        |xs| sn.normalize(&xs[0], false),
+        &[kernel],
+        GradCheck::default(),
+    )
+    .unwrap();
+    assert!(err < 1e-7, "{err}");
+}
