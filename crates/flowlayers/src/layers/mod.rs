@@ -9,6 +9,7 @@ pub mod graph_conv_exp;
 pub mod permutation;
 pub mod split;
 pub mod squeeze;
+pub mod sylvester;
 
 pub use actnorm::ActNorm;
 pub use conditioner::{Conditioner, Conv2d, DenseNetConfig, DenseNetGated, GlowNet, ZeroConv2d};
@@ -19,3 +20,4 @@ pub use graph_conv_exp::{Graph, GraphConvExp, GraphCoupling};
 pub use permutation::Permutation;
 pub use split::{ConditionalGaussian, SplitPrior};
 pub use squeeze::Squeeze;
+pub use sylvester::{Sylvester, SylvesterConfig};
