@@ -51,9 +51,23 @@ fn check_channels(layer: &'static str, channels: usize) -> Result<()> {
     Ok(())
 }
 
+/// `Q = H_1 ... H_k` `(C, C)` for Householder vectors `(k, C)`, with
+/// `H_i = I - 2 v_i^T v_i / (v_i v_i^T)` (differentiable; orthogonal for any `v_i != 0`).
+pub(crate) fn householder_product(vectors: &Tensor) -> Result<Tensor> {
+    let mut q = Tensor::eye(vectors.shape()[1], vectors.dtype(), vectors.device())?;
+    for i in 0..vectors.shape()[0] {
+        // Q H = Q - 2 (Q v^T) v / (v v^T), v a row vector
+        let v = vectors.narrow(0, i, 1)?;
+        let qv = q.matmul(&v.transpose(0, 1)?)?;
+        let scale = v.square()?.sum_all()?.div_scalar(2.0)?;
+        q = q.sub(&qv.matmul(&v)?.div(&scale)?)?;
+    }
+    Ok(q)
+}
+
 /// `m` applied to the channels of `x` `(N, C, ...)`: `x @ m^T` for flat
 /// inputs, otherwise `m @ x` with `x` viewed as `(N, C, positions)`.
-fn mix_channels(m: &Tensor, x: &Tensor) -> Result<Tensor> {
+pub(crate) fn mix_channels(m: &Tensor, x: &Tensor) -> Result<Tensor> {
     if x.rank() == 2 {
         return x.matmul(&m.transpose(0, 1)?);
     }
@@ -450,14 +464,7 @@ impl Conv1x1Qr {
     /// `(Q, R)` with `W = Q R`: `Q = H_1 ... H_k` orthogonal and `R` upper
     /// triangular with diagonal `sign * exp(log_s)` (differentiable).
     pub fn factors(&self) -> Result<(Tensor, Tensor)> {
-        let mut q = self.eye.clone();
-        for i in 0..self.householder.shape()[0] {
-            // Q H = Q - 2 (Q v^T) v / (v v^T), v a row vector
-            let v = self.householder.narrow(0, i, 1)?;
-            let qv = q.matmul(&v.transpose(0, 1)?)?;
-            let scale = v.square()?.sum_all()?.div_scalar(2.0)?;
-            q = q.sub(&qv.matmul(&v)?.div(&scale)?)?;
-        }
+        let q = householder_product(&self.householder)?;
         let r = triangular_factor(
             &self.upper,
             &self.upper_mask,

@@ -30,6 +30,39 @@ fn normalized(t: &Tensor) -> Result<Tensor> {
     t.div(&norm)
 }
 
+/// Checks the sizes of a layer built for `(channels, height, width)` images.
+pub(crate) fn check_image_size(
+    layer: &'static str,
+    channels: usize,
+    (height, width): (usize, usize),
+) -> Result<()> {
+    if channels == 0 || height == 0 || width == 0 {
+        return Err(Error::invalid(
+            layer,
+            format!("needs non-empty images, got C = {channels}, H = {height}, W = {width}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `x` is `(batch, channels, height, width)`.
+pub(crate) fn check_image(
+    layer: &'static str,
+    x: &Tensor,
+    channels: usize,
+    (height, width): (usize, usize),
+) -> Result<()> {
+    let s = x.shape();
+    if s.len() != 4 || s[1] != channels || s[2] != height || s[3] != width {
+        return Err(Error::shape(
+            layer,
+            &[s],
+            format!("expected (batch, {channels}, {height}, {width})"),
+        ));
+    }
+    Ok(())
+}
+
 /// Spectral normalisation of a same-padded stride-1 convolution `M` with a
 /// `(C, C, k, k)` kernel `K` (`k` odd), seen as a linear map on `(C, H, W)`
 /// images (Miyato, Kataoka, Koyama and Yoshida, 2018, applied to the whole
@@ -85,12 +118,7 @@ impl SpectralNorm {
         device: Device,
         gen: &mut Generator,
     ) -> Result<Self> {
-        if channels == 0 || height == 0 || width == 0 {
-            return Err(Error::invalid(
-                "SpectralNorm",
-                format!("needs non-empty images, got C = {channels}, H = {height}, W = {width}"),
-            ));
-        }
+        check_image_size("SpectralNorm", channels, (height, width))?;
         if kernel_size.is_multiple_of(2) {
             return Err(Error::invalid(
                 "SpectralNorm",
@@ -382,18 +410,7 @@ impl ConvExp {
     }
 
     fn check(&self, x: &Tensor) -> Result<()> {
-        let s = x.shape();
-        if s.len() != 4 || s[1] != self.channels || s[2] != self.height || s[3] != self.width {
-            return Err(Error::shape(
-                "ConvExp",
-                &[s],
-                format!(
-                    "expected (batch, {}, {}, {})",
-                    self.channels, self.height, self.width
-                ),
-            ));
-        }
-        Ok(())
+        check_image("ConvExp", x, self.channels, (self.height, self.width))
     }
 
     /// `trace(M_hat)` broadcast to the batch of `x`, shape `[N]`.

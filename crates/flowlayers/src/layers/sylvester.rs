@@ -29,7 +29,8 @@
 //! ```
 
 use crate::flow::{parameter, Flow};
-use crate::layers::conv_exp::SpectralNorm;
+use crate::layers::conv1x1::{householder_product, mix_channels};
+use crate::layers::conv_exp::{check_image, check_image_size, SpectralNorm};
 use flowtensor::conv_exp::{conv_exp, conv_exp_inverse, Terms};
 use flowtensor::{Conv2dParams, DType, Device, Error, Generator, Result, Tensor};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -174,12 +175,7 @@ impl Sylvester {
         device: Device,
         gen: &mut Generator,
     ) -> Result<Self> {
-        if channels == 0 || height == 0 || width == 0 {
-            return Err(Error::invalid(
-                NAME,
-                format!("needs non-empty images, got C = {channels}, H = {height}, W = {width}"),
-            ));
-        }
+        check_image_size(NAME, channels, (height, width))?;
         if config.tol.is_nan() || config.tol < 0.0 {
             return Err(Error::invalid(
                 NAME,
@@ -264,15 +260,7 @@ impl Sylvester {
         let Some(hh) = &self.householder else {
             return Ok(None);
         };
-        let mut q = Tensor::eye(self.channels, hh.dtype(), hh.device())?;
-        for i in 0..hh.shape()[0] {
-            // Q H = Q - 2 (Q v^T) v / (v v^T), v a row vector
-            let v = hh.narrow(0, i, 1)?;
-            let qv = q.matmul(&v.transpose(0, 1)?)?;
-            let scale = v.square()?.sum_all()?.div_scalar(2.0)?;
-            q = q.sub(&qv.matmul(&v)?.div(&scale)?)?;
-        }
-        Ok(Some(q))
+        Ok(Some(householder_product(hh)?))
     }
 
     fn is_training(&self) -> bool {
@@ -280,28 +268,7 @@ impl Sylvester {
     }
 
     fn check(&self, x: &Tensor) -> Result<()> {
-        let s = x.shape();
-        if s.len() != 4 || s[1] != self.channels || s[2] != self.height || s[3] != self.width {
-            return Err(Error::shape(
-                NAME,
-                &[s],
-                format!(
-                    "expected (batch, {}, {}, {})",
-                    self.channels, self.height, self.width
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// `m` `(C, C)` applied to the channels of `x` as a 1x1 convolution.
-    fn mix(&self, m: &Tensor, x: &Tensor) -> Result<Tensor> {
-        let c = self.channels;
-        x.conv2d(
-            &m.contiguous()?.reshape(&[c, c, 1, 1])?,
-            None,
-            &Conv2dParams::same(1),
-        )
+        check_image(NAME, x, self.channels, (self.height, self.width))
     }
 
     /// `(Q, K_hat)` for this call (power step iff `step`), or `None`.
@@ -320,7 +287,7 @@ impl Sylvester {
         terms: Terms,
     ) -> Result<Tensor> {
         match basis {
-            Some((q, k)) => Ok(conv_exp(&self.mix(q, x)?, k, terms)?.0),
+            Some((q, k)) => Ok(conv_exp(&mix_channels(q, x)?, k, terms)?.0),
             None => Ok(x.clone()),
         }
     }
@@ -335,7 +302,7 @@ impl Sylvester {
         match basis {
             Some((q, k)) => {
                 let w = conv_exp_inverse(y, k, terms)?.0;
-                self.mix(&q.transpose(0, 1)?, &w)
+                mix_channels(&q.transpose(0, 1)?, &w)
             }
             None => Ok(y.clone()),
         }
