@@ -2,6 +2,7 @@
 //! forwards to the backend that holds the data.
 
 use crate::conv::ConvGeom;
+use crate::conv_exp::cpu::{SeriesGeom, Stop};
 use crate::cpu::{ConvKernel, CpuStorage};
 use crate::cuda::CudaStorage;
 use crate::layout::Layout;
@@ -129,6 +130,43 @@ impl Storage {
         g: &ConvGeom,
     ) -> Result<Storage> {
         on_backend_pair!(self, dy, (x, dy) => Ok(Storage::Cpu(x.conv(lx, dy, ldy, g, ConvKernel::BackwardWeight)?)))
+    }
+
+    pub(crate) fn conv_exp_fwd(
+        &self,
+        l: &Layout,
+        kernel: &Storage,
+        lk: &Layout,
+        sg: &SeriesGeom,
+        stop: Stop,
+    ) -> Result<(Storage, Vec<usize>)> {
+        on_backend_pair!(self, kernel, (x, k) => {
+            let (y, counts) = x.conv_exp_fwd(l, k, lk, sg, stop)?;
+            Ok((Storage::Cpu(y), counts))
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn conv_exp_bwd(
+        &self,
+        l: &Layout,
+        kernel: &Storage,
+        lk: &Layout,
+        g: &Storage,
+        lg: &Layout,
+        sg: &SeriesGeom,
+        counts: &[usize],
+        want_kernel: bool,
+    ) -> Result<(Storage, Option<Storage>)> {
+        match (self, kernel, g) {
+            (Storage::Cpu(x), Storage::Cpu(k), Storage::Cpu(g)) => {
+                let (dx, dk) = x.conv_exp_bwd(l, k, lk, g, lg, sg, counts, want_kernel)?;
+                Ok((Storage::Cpu(dx), dk.map(Storage::Cpu)))
+            }
+            (Storage::Cuda(c), _, _) | (_, Storage::Cuda(c), _) | (_, _, Storage::Cuda(c)) => {
+                match *c {}
+            }
+        }
     }
 
     pub(crate) fn copy_strided(&self, l: &Layout) -> Result<Storage> {

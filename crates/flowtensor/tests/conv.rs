@@ -140,7 +140,13 @@ fn conv_cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
         ([2, 3, 5, 7], [4, 3, 3, 3], Conv2dParams::same(3)), // direct 3x3 kernel, odd sizes
         ([1, 5, 9, 20], [7, 5, 3, 3], Conv2dParams::same(3)), // 16 + tail columns, 7 output channels
         ([3, 4, 6, 6], [2, 4, 3, 3], Conv2dParams::same(3)),
-        ([1, 8, 4, 5], [8, 8, 3, 3], Conv2dParams::same(3)), // f64 channel-vectorized kernel
+        // with AVX-512 (8 f64 lanes): the channel-tiled kernel (few input
+        // channels), and Winograd F(2x2, 3x3) from 16 input channels, with
+        // one and three vectors of output channels, input channels padded
+        // to the vector width, and odd sizes past the tiles
+        ([1, 8, 4, 5], [8, 8, 3, 3], Conv2dParams::same(3)),
+        ([1, 16, 3, 9], [24, 16, 3, 3], Conv2dParams::same(3)),
+        ([1, 17, 3, 10], [40, 17, 3, 3], Conv2dParams::same(3)),
         ([2, 3, 5, 4], [6, 3, 1, 1], Conv2dParams::default()), // pointwise
         (
             [2, 4, 7, 5],
@@ -352,14 +358,17 @@ fn conv_transpose2d_gradients() {
 
 #[test]
 fn f32_kernels_agree_with_f64() {
-    // Covers the 3x3 kernels (row tiles, flat tiles, channel-vectorized tiles
-    // with and without single-column tails) and the GEMM path.
+    // Covers the 3x3 kernels (position tiles with tails, channel tiles with
+    // one to four vectors and widths past the tile) and the GEMM path.
     for (xs, ws, p) in [
         ([2, 12, 16, 27], [12, 12, 3, 3], Conv2dParams::same(3)),
         ([2, 12, 5, 32], [12, 12, 3, 3], Conv2dParams::same(3)),
         ([2, 16, 6, 9], [16, 16, 3, 3], Conv2dParams::same(3)),
         ([2, 3, 7, 10], [32, 3, 3, 3], Conv2dParams::same(3)),
         ([2, 48, 8, 8], [48, 48, 3, 3], Conv2dParams::same(3)),
+        ([2, 32, 7, 7], [64, 32, 3, 3], Conv2dParams::same(3)),
+        ([2, 20, 7, 14], [64, 20, 3, 3], Conv2dParams::same(3)),
+        ([1, 4, 14, 13], [64, 4, 3, 3], Conv2dParams::same(3)),
         (
             [3, 5, 6, 9],
             [4, 5, 3, 3],

@@ -3,7 +3,8 @@
 //! backward against autodiff through the unrolled series, and errors.
 
 use flowtensor::conv_exp::{
-    conv_exp, conv_exp_inverse, conv_exp_logdet, conv_exp_series_autodiff, Terms,
+    conv_exp, conv_exp_dense_matrix, conv_exp_inverse, conv_exp_logdet, conv_exp_series_autodiff,
+    Terms,
 };
 use flowtensor::gradcheck::{check_gradients, GradCheck};
 use flowtensor::{Conv2dParams, DType, Device, Generator, Result, Tensor};
@@ -30,28 +31,13 @@ fn max_abs(a: &Tensor) -> f64 {
         .fold(0.0, |m, v| m.max(v.abs()))
 }
 
-/// The dense `D x D` matrix of `M` (`D = C H W`) acting on flattened images:
-/// column `j` is `M e_j`, computed by convolving the one-hot basis images.
-fn dense_m(kernel: &Tensor, c: usize, h: usize, w: usize) -> Tensor {
-    let d = c * h * w;
-    let k = kernel.shape()[2];
-    let basis = Tensor::eye(d, DType::F64, Device::Cpu)
-        .unwrap()
-        .reshape(&[d, c, h, w])
-        .unwrap();
-    // row j of the result is M e_j, so the result is M^T
-    let rows = basis
-        .conv2d(kernel, None, &Conv2dParams::same(k))
-        .unwrap()
-        .reshape(&[d, d])
-        .unwrap();
-    rows.transpose(0, 1).unwrap().contiguous().unwrap()
-}
-
 /// `exp(M) x` for every image of `x (N, C, H, W)`, by the dense matrix exponential.
 fn dense_conv_exp(x: &Tensor, kernel: &Tensor) -> Tensor {
     let [n, c, h, w]: [usize; 4] = x.shape().try_into().unwrap();
-    let e = dense_m(kernel, c, h, w).matrix_exp().unwrap();
+    let e = conv_exp_dense_matrix(kernel, h, w)
+        .unwrap()
+        .matrix_exp()
+        .unwrap();
     x.reshape(&[n, c * h * w])
         .unwrap()
         .matmul(&e.transpose(0, 1).unwrap())
@@ -75,7 +61,7 @@ fn matches_the_dense_matrix_exponential() -> Result<()> {
         let x = randn(&[n, c, h, w], seed);
         let kernel = randn(&[c, c, k, k], seed + 1).mul_scalar(scale)?;
         let (y, used) = conv_exp(&x, &kernel, Terms::Fixed(30))?;
-        assert_eq!(used, 30);
+        assert_eq!(used, vec![30; n]);
         let reference = dense_conv_exp(&x, &kernel);
         let err = max_abs_diff(&y, &reference);
         assert!(
@@ -90,11 +76,32 @@ fn matches_the_dense_matrix_exponential() -> Result<()> {
 }
 
 #[test]
+fn the_dense_matrix_applies_the_convolution() -> Result<()> {
+    for (i, &(c, h, w, k)) in [(2, 3, 4, 3), (3, 2, 5, 5), (1, 4, 4, 1)]
+        .iter()
+        .enumerate()
+    {
+        let kernel = randn(&[c, c, k, k], 50 + i as u64);
+        let x = randn(&[3, c, h, w], 60 + i as u64);
+        let d = c * h * w;
+        let dense = conv_exp_dense_matrix(&kernel, h, w)?;
+        assert_eq!(dense.shape(), [d, d]);
+        let by_matrix = x
+            .reshape(&[3, d])?
+            .matmul(&dense.transpose(0, 1)?)?
+            .reshape(&[3, c, h, w])?;
+        let by_conv = x.conv2d(&kernel, None, &Conv2dParams::same(k))?;
+        assert!(max_abs_diff(&by_matrix, &by_conv) < 1e-12, "case {i}");
+    }
+    Ok(())
+}
+
+#[test]
 fn zero_terms_is_the_identity() -> Result<()> {
     let x = randn(&[2, 2, 3, 3], 1);
     let kernel = randn(&[2, 2, 3, 3], 2);
     let (y, used) = conv_exp(&x, &kernel, Terms::Fixed(0))?;
-    assert_eq!(used, 0);
+    assert_eq!(used, [0, 0]);
     assert_eq!(y.to_vec_f64()?, x.to_vec_f64()?);
     Ok(())
 }
@@ -106,7 +113,7 @@ fn inverse_undoes_the_forward() -> Result<()> {
         let kernel = randn(&[c, c, k, k], 200 + i as u64).mul_scalar(0.1)?;
         let (y, _) = conv_exp(&x, &kernel, Terms::Fixed(30))?;
         let (back, used) = conv_exp_inverse(&y, &kernel, Terms::Fixed(30))?;
-        assert_eq!(used, 30);
+        assert_eq!(used, [30, 30]);
         let err = max_abs_diff(&back, &x);
         assert!(err < 1e-10, "case {i}: error {err}");
         // and the other way round
@@ -127,7 +134,7 @@ fn logdet_is_the_trace_and_the_dense_slogdet() -> Result<()> {
         let logdet = conv_exp_logdet(&kernel, h, w)?;
         assert_eq!(logdet.shape(), &[] as &[usize]);
         let logdet = logdet.to_scalar()?;
-        let m = dense_m(&kernel, c, h, w);
+        let m = conv_exp_dense_matrix(&kernel, h, w)?;
         // trace(M)
         let d = c * h * w;
         let mv = m.to_vec_f64()?;
@@ -165,6 +172,16 @@ fn logdet_gradient_is_hw_on_the_centre_diagonal() -> Result<()> {
     Ok(())
 }
 
+/// The unrolled series of every sample `b` of `x` with `counts[b]` terms.
+fn unrolled_per_sample(x: &Tensor, kernel: &Tensor, counts: &[usize]) -> Result<Tensor> {
+    let parts = counts
+        .iter()
+        .enumerate()
+        .map(|(b, &n)| conv_exp_series_autodiff(&x.narrow(0, b, 1)?, kernel, n))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&parts.iter().collect::<Vec<_>>(), 0)
+}
+
 #[test]
 fn adaptive_uses_fewer_terms_for_smaller_kernels() -> Result<()> {
     let x = randn(&[2, 2, 4, 4], 400);
@@ -174,26 +191,30 @@ fn adaptive_uses_fewer_terms_for_smaller_kernels() -> Result<()> {
     for scale in [0.5, 0.1, 0.01] {
         let kernel = base.mul_scalar(scale)?;
         let (y, used) = conv_exp(&x, &kernel, Terms::Adaptive { tol, max: 60 })?;
-        assert!(used < 60, "scale {scale}: {used} terms");
+        let most = *used.iter().max().unwrap();
+        assert!(most < 60, "scale {scale}: {used:?} terms");
         assert!(
-            used < previous,
-            "scale {scale}: {used} terms, not fewer than {previous}"
+            most < previous,
+            "scale {scale}: {used:?} terms, not fewer than {previous}"
         );
-        previous = used;
-        // the result is the fixed series with that many terms ...
-        let (fixed, _) = conv_exp(&x, &kernel, Terms::Fixed(used))?;
-        assert!(max_abs_diff(&y, &fixed) < 1e-14);
+        previous = most;
+        // the result is each sample's fixed series with its number of terms ...
+        assert!(max_abs_diff(&y, &unrolled_per_sample(&x, &kernel, &used)?) < 1e-14);
         // ... whose last term is below tol and the one before is not
-        let last = conv_exp_series_autodiff(&x, &kernel, used)?.sub(&conv_exp_series_autodiff(
-            &x,
-            &kernel,
-            used - 1,
-        )?)?;
-        assert!(max_abs(&last) < tol * (1.0 + 1e-6));
-        if used > 1 {
-            let before = conv_exp_series_autodiff(&x, &kernel, used - 1)?
-                .sub(&conv_exp_series_autodiff(&x, &kernel, used - 2)?)?;
-            assert!(max_abs(&before) >= tol * (1.0 - 1e-6));
+        for (b, &n) in used.iter().enumerate() {
+            let xb = x.narrow(0, b, 1)?;
+            let term = |i: usize| -> Result<f64> {
+                let upto = conv_exp_series_autodiff(&xb, &kernel, i)?;
+                Ok(max_abs(&upto.sub(&conv_exp_series_autodiff(
+                    &xb,
+                    &kernel,
+                    i - 1,
+                )?)?))
+            };
+            assert!(term(n)? < tol * (1.0 + 1e-6), "sample {b}");
+            if n > 1 {
+                assert!(term(n - 1)? >= tol * (1.0 - 1e-6), "sample {b}");
+            }
         }
         // and close to the converged exponential
         let (converged, _) = conv_exp(&x, &kernel, Terms::Fixed(40))?;
@@ -201,7 +222,25 @@ fn adaptive_uses_fewer_terms_for_smaller_kernels() -> Result<()> {
     }
     // the cap wins when the tolerance cannot be met
     let (_, used) = conv_exp(&x, &base, Terms::Adaptive { tol: 0.0, max: 7 })?;
-    assert_eq!(used, 7);
+    assert_eq!(used, [7, 7]);
+    Ok(())
+}
+
+#[test]
+fn adaptive_terms_are_counted_per_sample() -> Result<()> {
+    // sample 1 is sample 0 scaled by 1e-6: its terms fall below tol sooner
+    let x0 = randn(&[1, 3, 5, 5], 450);
+    let x = Tensor::cat(&[&x0, &x0.mul_scalar(1e-6)?], 0)?;
+    let kernel = randn(&[3, 3, 3, 3], 451).mul_scalar(0.2)?;
+    let terms = Terms::Adaptive { tol: 1e-9, max: 50 };
+    let (y, used) = conv_exp(&x, &kernel, terms)?;
+    assert!(used[1] < used[0], "{used:?}");
+    // each sample as if alone
+    for (b, &terms_b) in used.iter().enumerate() {
+        let (alone, n) = conv_exp(&x.narrow(0, b, 1)?, &kernel, terms)?;
+        assert_eq!(n, [terms_b]);
+        assert!(max_abs_diff(&y.narrow(0, b, 1)?, &alone) < 1e-15);
+    }
     Ok(())
 }
 
@@ -264,10 +303,15 @@ fn custom_backward_matches_unrolled_autodiff() -> Result<()> {
 
 #[test]
 fn adaptive_backward_uses_the_forward_terms() -> Result<()> {
-    let x = randn(&[2, 2, 4, 4], 600);
+    let small = randn(&[1, 2, 4, 4], 603).mul_scalar(1e-3)?;
+    let x = Tensor::cat(&[&randn(&[1, 2, 4, 4], 600), &small], 0)?;
     let kernel = randn(&[2, 2, 3, 3], 601).mul_scalar(0.2)?;
     let weights = randn(&[2, 2, 4, 4], 602);
     let (_, used) = conv_exp(&x, &kernel, Terms::Adaptive { tol: 1e-6, max: 40 })?;
+    assert_ne!(
+        used[0], used[1],
+        "the samples should stop at different terms"
+    );
     let (gx, gk) = grads_of(
         |x, k| Ok(conv_exp(x, k, Terms::Adaptive { tol: 1e-6, max: 40 })?.0),
         &x,
@@ -275,7 +319,7 @@ fn adaptive_backward_uses_the_forward_terms() -> Result<()> {
         &weights,
     )?;
     let (rx, rk) = grads_of(
-        |x, k| conv_exp_series_autodiff(x, k, used),
+        |x, k| unrolled_per_sample(x, k, &used),
         &x,
         &kernel,
         &weights,
@@ -329,6 +373,50 @@ fn central_differences_agree_with_the_custom_backward() -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Forward and gradients of the batched kernels against the unrolled
+/// series, in a pool of `threads` threads.
+fn matches_unrolled_in_pool(threads: usize, shape: [usize; 4], k: usize, terms: usize) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| -> Result<()> {
+        let [_, c, _, _] = shape;
+        let x = randn(&shape, 1000 + k as u64);
+        let kernel = randn(&[c, c, k, k], 1001).div_scalar((c * k * k) as f64)?;
+        let weights = randn(&shape, 1002);
+        let (y, _) = conv_exp(&x, &kernel, Terms::Fixed(terms))?;
+        let reference = conv_exp_series_autodiff(&x, &kernel, terms)?;
+        assert!(max_abs_diff(&y, &reference) < 1e-12 * (1.0 + max_abs(&reference)));
+        let (gx, gk) = grads_of(
+            |x, k| Ok(conv_exp(x, k, Terms::Fixed(terms))?.0),
+            &x,
+            &kernel,
+            &weights,
+        )?;
+        let (rx, rk) = grads_of(
+            |x, k| conv_exp_series_autodiff(x, k, terms),
+            &x,
+            &kernel,
+            &weights,
+        )?;
+        assert!(max_abs_diff(&gx, &rx) < 1e-10 * (1.0 + max_abs(&rx)));
+        assert!(max_abs_diff(&gk, &rk) < 1e-10 * (1.0 + max_abs(&rk)));
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn parallel_over_images_and_inside_one_image() {
+    // more images than threads: one image per task
+    matches_unrolled_in_pool(2, [5, 4, 16, 12], 3, 6);
+    matches_unrolled_in_pool(2, [3, 3, 12, 12], 5, 4);
+    // one image: the convolution is split over threads
+    matches_unrolled_in_pool(2, [1, 8, 24, 20], 3, 5);
+    matches_unrolled_in_pool(3, [2, 6, 20, 20], 5, 3);
 }
 
 #[test]

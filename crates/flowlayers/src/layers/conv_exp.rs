@@ -395,9 +395,15 @@ impl ConvExp {
         &self.spectral_norm
     }
 
-    /// The number of series terms the last forward or inverse used.
+    /// The number of series terms the last forward or inverse used (the
+    /// most any sample used, with adaptive terms).
     pub fn last_terms_used(&self) -> usize {
         self.terms_used.load(Ordering::Relaxed)
+    }
+
+    fn record_terms(&self, per_sample: &[usize]) {
+        let most = per_sample.iter().copied().max().unwrap_or(0);
+        self.terms_used.store(most, Ordering::Relaxed);
     }
 
     /// `K_hat` as the current mode would use it, without taking a power step.
@@ -437,7 +443,7 @@ impl Flow for ConvExp {
         };
         let (y, logdet_1x1) = self.conv1x1.forward(x)?;
         let (z, used) = conv_exp(&y, &kernel, terms)?;
-        self.terms_used.store(used, Ordering::Relaxed);
+        self.record_terms(&used);
         let z = z.add(&self.bias)?;
         let logdet = logdet_1x1.add(&self.exp_logdet(&kernel, x.shape()[0])?)?;
         Ok((z, logdet))
@@ -447,7 +453,7 @@ impl Flow for ConvExp {
         self.check(z)?;
         let kernel = self.spectral_norm.normalize(&self.kernel, false)?;
         let (y, used) = conv_exp_inverse(&z.sub(&self.bias)?, &kernel, self.config.eval_terms)?;
-        self.terms_used.store(used, Ordering::Relaxed);
+        self.record_terms(&used);
         self.conv1x1.inverse(&y)
     }
 
@@ -455,7 +461,7 @@ impl Flow for ConvExp {
         self.check(z)?;
         let kernel = self.spectral_norm.normalize(&self.kernel, false)?;
         let (y, used) = conv_exp_inverse(&z.sub(&self.bias)?, &kernel, self.config.eval_terms)?;
-        self.terms_used.store(used, Ordering::Relaxed);
+        self.record_terms(&used);
         let (x, logdet_1x1) = self.conv1x1.inverse_with_logdet(&y)?;
         let logdet = logdet_1x1.sub(&self.exp_logdet(&kernel, z.shape()[0])?)?;
         Ok((x, logdet))

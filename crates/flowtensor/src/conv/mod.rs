@@ -9,6 +9,9 @@
 
 pub(crate) mod cpu;
 mod direct3x3;
+pub(crate) use direct3x3::{
+    weight_grad_into, DirectConv, ImageConv3x3, PerThread, Threads, WeightGrad,
+};
 mod geometry;
 mod simd;
 

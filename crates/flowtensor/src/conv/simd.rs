@@ -20,6 +20,8 @@ pub(crate) trait Vector<T>: Copy {
     unsafe fn store(self, p: *mut T);
     /// `self + a * b`.
     unsafe fn mul_add(self, a: Self, b: Self) -> Self;
+    unsafe fn add(self, b: Self) -> Self;
+    unsafe fn sub(self, b: Self) -> Self;
 }
 
 /// One element, with a separate multiply and add (no FMA needed).
@@ -48,10 +50,18 @@ impl<T: crate::Element> Vector<T> for Scalar<T> {
     unsafe fn mul_add(self, a: Self, b: Self) -> Self {
         Scalar(self.0 + a.0 * b.0)
     }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        Scalar(self.0 + b.0)
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        Scalar(self.0 - b.0)
+    }
 }
 
 macro_rules! x86_vector {
-    ($name:ident, $t:ty, $reg:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $store:ident, $fma:ident) => {
+    ($name:ident, $t:ty, $reg:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $store:ident, $fma:ident, $add:ident, $sub:ident) => {
         #[cfg(target_arch = "x86_64")]
         #[derive(Clone, Copy)]
         pub(crate) struct $name($reg);
@@ -79,6 +89,14 @@ macro_rules! x86_vector {
             unsafe fn mul_add(self, a: Self, b: Self) -> Self {
                 $name($fma(a.0, b.0, self.0))
             }
+            #[inline(always)]
+            unsafe fn add(self, b: Self) -> Self {
+                $name($add(self.0, b.0))
+            }
+            #[inline(always)]
+            unsafe fn sub(self, b: Self) -> Self {
+                $name($sub(self.0, b.0))
+            }
         }
     };
 }
@@ -92,7 +110,9 @@ x86_vector!(
     _mm512_set1_ps,
     _mm512_loadu_ps,
     _mm512_storeu_ps,
-    _mm512_fmadd_ps
+    _mm512_fmadd_ps,
+    _mm512_add_ps,
+    _mm512_sub_ps
 );
 x86_vector!(
     F64x8,
@@ -103,7 +123,9 @@ x86_vector!(
     _mm512_set1_pd,
     _mm512_loadu_pd,
     _mm512_storeu_pd,
-    _mm512_fmadd_pd
+    _mm512_fmadd_pd,
+    _mm512_add_pd,
+    _mm512_sub_pd
 );
 x86_vector!(
     F32x8,
@@ -114,7 +136,9 @@ x86_vector!(
     _mm256_set1_ps,
     _mm256_loadu_ps,
     _mm256_storeu_ps,
-    _mm256_fmadd_ps
+    _mm256_fmadd_ps,
+    _mm256_add_ps,
+    _mm256_sub_ps
 );
 x86_vector!(
     F64x4,
@@ -125,5 +149,7 @@ x86_vector!(
     _mm256_set1_pd,
     _mm256_loadu_pd,
     _mm256_storeu_pd,
-    _mm256_fmadd_pd
+    _mm256_fmadd_pd,
+    _mm256_add_pd,
+    _mm256_sub_pd
 );

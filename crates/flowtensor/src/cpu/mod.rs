@@ -7,7 +7,9 @@ pub(crate) mod matmul;
 pub use kernels::PAR_THRESHOLD;
 
 use crate::conv::cpu as conv_cpu;
-use crate::conv::ConvGeom;
+use crate::conv::{ConvGeom, DirectConv};
+use crate::conv_exp::cpu as conv_exp_cpu;
+use crate::conv_exp::cpu::{SeriesGeom, Stop};
 use crate::layout::Layout;
 use crate::ops::kinds::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
 use crate::{DType, Element, Error, Result};
@@ -55,6 +57,12 @@ macro_rules! each_dtype_pair {
             }),
         }
     };
+}
+
+/// The range of a contiguous layout, which kernels that read raw slices need.
+fn contiguous(op: &'static str, l: &Layout) -> Result<std::ops::Range<usize>> {
+    l.contiguous_range()
+        .ok_or_else(|| Error::invalid(op, "internal: kernels need contiguous operands"))
 }
 
 fn sigmoid<T: Float>(x: T) -> T {
@@ -235,12 +243,7 @@ impl CpuStorage {
         g: &ConvGeom,
         kernel: ConvKernel,
     ) -> Result<Self> {
-        let (Some(ra), Some(rb)) = (l.contiguous_range(), lo.contiguous_range()) else {
-            return Err(Error::invalid(
-                "conv2d",
-                "internal: kernels need contiguous operands",
-            ));
-        };
+        let (ra, rb) = (contiguous("conv2d", l)?, contiguous("conv2d", lo)?);
         each_dtype_pair!("conv2d", self, other, (a, b) => {
             let (a, b) = (&a[ra.clone()], &b[rb.clone()]);
             match kernel {
@@ -249,6 +252,81 @@ impl CpuStorage {
                 ConvKernel::BackwardWeight => conv_cpu::conv_bwd_weight(a, b, g),
             }
         })
+    }
+
+    /// The convolution exponential of the images at `l` (`self`) with the
+    /// kernel at `lk` (both contiguous): the sum and each image's terms.
+    pub(crate) fn conv_exp_fwd(
+        &self,
+        l: &Layout,
+        kernel: &Self,
+        lk: &Layout,
+        sg: &SeriesGeom,
+        stop: Stop,
+    ) -> Result<(Self, Vec<usize>)> {
+        let (rx, rk) = (contiguous("conv_exp", l)?, contiguous("conv_exp", lk)?);
+        match (self, kernel) {
+            (CpuStorage::F32(x), CpuStorage::F32(k)) => {
+                let (y, n) = conv_exp_cpu::series_forward(&x[rx], &k[rk], sg, stop);
+                Ok((CpuStorage::F32(y), n))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(k)) => {
+                let (y, n) = conv_exp_cpu::series_forward(&x[rx], &k[rk], sg, stop);
+                Ok((CpuStorage::F64(y), n))
+            }
+            (x, k) => Err(Error::DTypeMismatch {
+                op: "conv_exp",
+                lhs: x.dtype(),
+                rhs: k.dtype(),
+            }),
+        }
+    }
+
+    /// Gradients of [`Self::conv_exp_fwd`] for the output gradient `g`
+    /// (contiguous, like the inputs): the input's, and the kernel's when
+    /// `want_kernel`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn conv_exp_bwd(
+        &self,
+        l: &Layout,
+        kernel: &Self,
+        lk: &Layout,
+        g: &Self,
+        lg: &Layout,
+        sg: &SeriesGeom,
+        counts: &[usize],
+        want_kernel: bool,
+    ) -> Result<(Self, Option<Self>)> {
+        const OP: &str = "conv_exp backward";
+        let (rx, rk, rg) = (contiguous(OP, l)?, contiguous(OP, lk)?, contiguous(OP, lg)?);
+        fn run<T: DirectConv>(
+            x: &[T],
+            k: &[T],
+            g: &[T],
+            sg: &SeriesGeom,
+            counts: &[usize],
+            want_kernel: bool,
+        ) -> (CpuStorage, Option<CpuStorage>) {
+            let (dx, dk) = conv_exp_cpu::series_backward(x, k, g, sg, counts, want_kernel);
+            (T::into_storage(dx), dk.map(T::into_storage))
+        }
+        match (self, kernel, g) {
+            (CpuStorage::F32(x), CpuStorage::F32(k), CpuStorage::F32(g)) => {
+                Ok(run(&x[rx], &k[rk], &g[rg], sg, counts, want_kernel))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(k), CpuStorage::F64(g)) => {
+                Ok(run(&x[rx], &k[rk], &g[rg], sg, counts, want_kernel))
+            }
+            (x, k, g) => Err(Error::DTypeMismatch {
+                op: OP,
+                lhs: x.dtype(),
+                rhs: if k.dtype() != x.dtype() {
+                    k.dtype()
+                } else {
+                    g.dtype()
+                },
+            }),
+        }
     }
 
     /// The elements of `l` as a new contiguous buffer.

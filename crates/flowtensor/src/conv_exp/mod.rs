@@ -20,9 +20,11 @@
 //! [`conv_exp_series_autodiff`] is the plain unrolled series, recorded op by
 //! op, as a reference.
 
-use crate::conv::{conv_weight_grad, ConvGeom};
+pub(crate) mod cpu;
+
 use crate::ops::binary::check_compatible;
 use crate::{Conv2dParams, CustomOp, Error, Result, Tensor};
+use cpu::{SeriesGeom, Stop};
 use std::sync::{Arc, OnceLock};
 
 /// How many terms of `exp(M) x = sum_i M^i x / i!` to sum after the identity.
@@ -91,45 +93,31 @@ fn check_kernel(op: &'static str, kernel: &Tensor, context: &[&[usize]]) -> Resu
     Ok(ks[2])
 }
 
-/// `M u`: the same-padded stride-1 convolution.
-fn apply_m(u: &Tensor, kernel: &Tensor, k: usize) -> Result<Tensor> {
-    u.conv2d(kernel, None, &Conv2dParams::same(k))
-}
-
-/// `max |u|` over all entries.
-fn max_abs(u: &Tensor) -> Result<f64> {
-    let dims: Vec<usize> = (0..u.rank()).collect();
-    u.abs()?.max(&dims, false)?.to_scalar()
-}
-
-/// Sums the series `sum_{i=0}^{n} u_i` (`u_0 = x`, `u_i = M u_{i-1} / i`) with
-/// `n` from `terms`; returns the sum and `n`. Keeps two images alive.
-fn series(x: &Tensor, kernel: &Tensor, k: usize, terms: Terms) -> Result<(Tensor, usize)> {
-    let (max, tol) = match terms {
-        Terms::Fixed(n) => (n, None),
-        Terms::Adaptive { tol, max } => (max, Some(tol)),
-    };
+/// The unrolled series `sum_{i=0}^{n} u_i` (`u_0 = x`, `u_i = M u_{i-1} / i`)
+/// in recorded tensor ops.
+fn unrolled(x: &Tensor, kernel: &Tensor, k: usize, n: usize) -> Result<Tensor> {
     let mut sum = x.clone();
     let mut u = x.clone();
-    for i in 1..=max {
-        u = apply_m(&u, kernel, k)?.div_scalar(i as f64)?;
+    for i in 1..=n {
+        u = u
+            .conv2d(kernel, None, &Conv2dParams::same(k))?
+            .div_scalar(i as f64)?;
         sum = sum.add(&u)?;
-        if let Some(tol) = tol {
-            if max_abs(&u)? < tol {
-                return Ok((sum, i));
-            }
-        }
     }
-    Ok((sum, max))
+    Ok(sum)
 }
 
-fn check_terms(op: &'static str, terms: Terms) -> Result<()> {
+fn check_terms(op: &'static str, terms: Terms) -> Result<Stop> {
     match terms {
         Terms::Adaptive { tol, .. } if tol.is_nan() || tol < 0.0 => Err(Error::invalid(
             op,
             format!("the adaptive tolerance must be non-negative, got {tol}"),
         )),
-        _ => Ok(()),
+        Terms::Adaptive { tol, max } => Ok(Stop {
+            max,
+            tol: Some(tol),
+        }),
+        Terms::Fixed(max) => Ok(Stop { max, tol: None }),
     }
 }
 
@@ -137,10 +125,12 @@ fn check_terms(op: &'static str, terms: Terms) -> Result<()> {
 ///
 /// `x` is `(N, C, H, W)`, `kernel` is `(C, C, k, k)` with `k` odd, and `M` is
 /// `conv2d` with stride 1 and zero padding `k / 2` (so `M` maps `(C, H, W)`
-/// images to themselves). Returns the truncated sum `sum_{i=0}^{n} M^i x / i!`
-/// and the number `n` of terms used after the identity: `n` for
-/// [`Terms::Fixed`]`(n)`, and for [`Terms::Adaptive`] the first `i` with
-/// `max |M^i x / i!| < tol`, at most `max`.
+/// images to themselves). Returns, for each sample `b`, the truncated sum
+/// `sum_{i=0}^{n_b} M^i x_b / i!`, and the numbers `n_b` of terms used after
+/// the identity: `n` for [`Terms::Fixed`]`(n)`, and for [`Terms::Adaptive`]
+/// the first `i` with `max |M^i x_b / i!| < tol` over that sample, at most
+/// `max` (each sample stops on its own, so one large sample does not make
+/// the others pay for its terms).
 ///
 /// Differentiable in `x` and `kernel` as one graph node ([`ConvExp`]) whose
 /// backward stores only the two inputs and recomputes the series.
@@ -148,7 +138,7 @@ fn check_terms(op: &'static str, terms: Terms) -> Result<()> {
 /// Errors name `conv_exp` and the shapes for inputs that are not 4-D, a
 /// kernel that is not `(C, C, k, k)` with the input's `C`, an even `k`,
 /// mismatched dtypes or devices, and a negative or NaN adaptive tolerance.
-pub fn conv_exp(x: &Tensor, kernel: &Tensor, terms: Terms) -> Result<(Tensor, usize)> {
+pub fn conv_exp(x: &Tensor, kernel: &Tensor, terms: Terms) -> Result<(Tensor, Vec<usize>)> {
     conv_exp_named("conv_exp", x, kernel, terms)
 }
 
@@ -157,18 +147,18 @@ fn conv_exp_named(
     x: &Tensor,
     kernel: &Tensor,
     terms: Terms,
-) -> Result<(Tensor, usize)> {
+) -> Result<(Tensor, Vec<usize>)> {
     check_shapes(op, x, kernel)?;
-    check_terms(op, terms)?;
+    let stop = check_terms(op, terms)?;
     let node = Arc::new(ConvExp {
-        terms,
+        stop,
         used: OnceLock::new(),
     });
     let y = Tensor::apply_custom(node.clone(), &[x.clone(), kernel.clone()])?;
-    let n = node.used.get().copied().ok_or_else(|| {
+    let used = node.used.get().cloned().ok_or_else(|| {
         Error::invalid(op, "the series forward did not record its number of terms")
     })?;
-    Ok((y, n))
+    Ok((y, used))
 }
 
 /// The inverse of [`conv_exp`]: `exp(M)^{-1} y = exp(-M) y`, the same series
@@ -176,7 +166,7 @@ fn conv_exp_named(
 /// arguments, returns, errors (naming `conv_exp_inverse`) and gradients
 /// (through the negation) as [`conv_exp`]. With enough terms,
 /// `conv_exp_inverse(conv_exp(x, K).0, K).0 == x` up to the truncation error.
-pub fn conv_exp_inverse(y: &Tensor, kernel: &Tensor, terms: Terms) -> Result<(Tensor, usize)> {
+pub fn conv_exp_inverse(y: &Tensor, kernel: &Tensor, terms: Terms) -> Result<(Tensor, Vec<usize>)> {
     const OP: &str = "conv_exp_inverse";
     check_shapes(OP, y, kernel)?;
     conv_exp_named(OP, y, &kernel.neg()?, terms)
@@ -204,20 +194,47 @@ pub fn conv_exp_logdet(kernel: &Tensor, h: usize, w: usize) -> Result<Tensor> {
 
 /// The truncated series `sum_{i=0}^{n} M^i x / i!` unrolled with ordinary
 /// recorded ops (`conv2d`, `div_scalar`, `add`): autodiff through it keeps
-/// every term `u_i` alive until backward (`O(n)` images). A reference for
-/// [`conv_exp`] with [`Terms::Fixed`]`(n)`; errors as [`conv_exp`], naming
-/// `conv_exp_series_autodiff`.
+/// every term alive until backward (`O(n)` batch-sized tensors). A
+/// reference for [`conv_exp`] with [`Terms::Fixed`]`(n)`; errors as
+/// [`conv_exp`], naming `conv_exp_series_autodiff`.
 pub fn conv_exp_series_autodiff(x: &Tensor, kernel: &Tensor, n: usize) -> Result<Tensor> {
     let k = check_shapes("conv_exp_series_autodiff", x, kernel)?;
-    Ok(series(x, kernel, k, Terms::Fixed(n))?.0)
+    unrolled(x, kernel, k, n)
+}
+
+/// The dense matrix of `M`, `(C H W, C H W)`, for a `(C, C, k, k)` kernel
+/// (`k` odd) on `H x W` images, in the row-major `(c, i, j)` order of a
+/// flattened image: `exp(M) x` is `matrix_exp(dense) x` on small cases.
+/// Built column by column as `M e_j`. Errors name `conv_exp_dense_matrix`
+/// and the kernel shape when it is not `(C, C, k, k)` with `k` odd.
+pub fn conv_exp_dense_matrix(kernel: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let k = check_kernel("conv_exp_dense_matrix", kernel, &[])?;
+    let c = kernel.shape()[0];
+    let d = c * h * w;
+    let basis = Tensor::eye(d, kernel.dtype(), kernel.device())?.reshape(&[d, c, h, w])?;
+    let columns = basis.conv2d(kernel, None, &Conv2dParams::same(k))?;
+    columns.reshape(&[d, d])?.transpose(0, 1)?.contiguous()
+}
+
+/// The shape of the series for `x (N, C, H, W)` and a `k x k` kernel.
+fn series_geom(xs: &[usize], k: usize) -> SeriesGeom {
+    SeriesGeom {
+        n: xs[0],
+        c: xs[1],
+        h: xs[2],
+        w: xs[3],
+        k,
+    }
 }
 
 /// The [`conv_exp`] graph node: inputs `[x (N, C, H, W), kernel (C, C, k, k)]`,
-/// output `y = sum_{i=0}^{n} u_i` with `u_0 = x`, `u_i = M u_{i-1} / i`. The
-/// number of terms `n` is decided by the forward (fixed, or adaptive) and
-/// kept for the backward; nothing else is stored besides the inputs.
+/// output `y_b = sum_{i=0}^{n_b} u_i` per sample `b` with `u_0 = x_b`,
+/// `u_i = M u_{i-1} / i`. The numbers of terms `n_b` are decided by the
+/// forward (fixed, or adaptive per sample) and kept for the backward;
+/// nothing else is stored besides the inputs.
 ///
-/// Backward, for the output gradient `g`: with `a_i = dL/du_i`,
+/// Backward, for the output gradient `g` (per sample, `n = n_b`): with
+/// `a_i = dL/du_i`,
 ///
 /// ```text
 /// a_n = g,   a_{i-1} = g + M^T a_i / i   (i = n, ..., 1),
@@ -227,28 +244,26 @@ pub fn conv_exp_series_autodiff(x: &Tensor, kernel: &Tensor, n: usize) -> Result
 ///
 /// where `M^T` is the same-padded convolution with the adjoint kernel
 /// `K.permute(1, 0, 2, 3).flip(2, 3)` (in/out channels swapped, spatially
-/// flipped) and `W(u, a)[o, c, p, q] = sum_{n, r, s} a[n, o, r, s] u[n, c, r + p - k/2, s + q - k/2]`
-/// is the weight gradient of that convolution. The input gradient `a_0` is
-/// the adjoint series `exp(M^T) g` (the conv exponential of the adjoint kernel,
-/// same `n`) in Horner form.
+/// flipped) and `W(u, a)[o, c, p, q] = sum_{r, s} a[o, r, s] u[c, r + p - k/2, s + q - k/2]`
+/// is the weight gradient of that convolution, summed over samples.
 ///
-/// Memory: the backward walks `i = n, ..., 1` and needs `u_{i-1}` at step
-/// `i`; rather than keeping all `n` terms it recomputes `u_{i-1}` from `x`
-/// (`i - 1` convolutions). Besides the inputs and `g`, at most a constant
-/// number of images is alive at once (`a_i`, the `u` being rebuilt and one
-/// convolution result) plus a kernel-sized accumulator, independent of `n`,
-/// at a cost of `n (n - 1) / 2` extra convolutions on top of the `n` adjoint
-/// convolutions and `n` weight gradients. When `kernel` does not require
-/// grad only the `a_i` recursion runs (`n` convolutions).
+/// Memory: between forward and backward the node holds only `x` and the
+/// kernel, where autodiff through the unrolled series holds every term.
+/// The backward goes sample by sample: it recomputes that sample's terms
+/// `u_0, ..., u_{n-1}` from `x_b` (`n - 1` convolutions), runs the adjoint
+/// recursion (`n` convolutions) and takes one weight gradient over the `n`
+/// pairs; each thread holds `2 n + 1` images of one sample, never `n`
+/// batch-sized tensors. When `kernel` does not require grad only the
+/// recursion runs.
 pub struct ConvExp {
-    terms: Terms,
-    used: OnceLock<usize>,
+    stop: Stop,
+    used: OnceLock<Vec<usize>>,
 }
 
 impl ConvExp {
-    /// The number of terms the forward used (after it ran).
-    pub fn terms_used(&self) -> Option<usize> {
-        self.used.get().copied()
+    /// The number of terms each sample used in the forward (after it ran).
+    pub fn terms_used(&self) -> Option<&[usize]> {
+        self.used.get().map(Vec::as_slice)
     }
 }
 
@@ -258,12 +273,19 @@ impl CustomOp for ConvExp {
     }
 
     fn forward(&self, inputs: &[Tensor]) -> Result<Tensor> {
-        let (x, kernel) = (&inputs[0], &inputs[1]);
-        let k = check_shapes("conv_exp", x, kernel)?;
-        let (y, n) = series(x, kernel, k, self.terms)?;
-        // A node is applied once; a repeated forward recomputes the same n.
-        let _ = self.used.set(n);
-        Ok(y)
+        let k = check_shapes("conv_exp", &inputs[0], &inputs[1])?;
+        let (x, kernel) = (inputs[0].contiguous()?, inputs[1].contiguous()?);
+        let sg = series_geom(x.shape(), k);
+        let (y, counts) = x.storage().conv_exp_fwd(
+            x.layout(),
+            &kernel.storage(),
+            kernel.layout(),
+            &sg,
+            self.stop,
+        )?;
+        // A node is applied once; a repeated forward recomputes the same counts.
+        let _ = self.used.set(counts);
+        Ok(Tensor::from_storage(y, x.shape()))
     }
 
     fn backward(
@@ -272,56 +294,30 @@ impl CustomOp for ConvExp {
         _output: &Tensor,
         g: &Tensor,
     ) -> Result<Vec<Option<Tensor>>> {
-        let (x, kernel) = (&inputs[0], &inputs[1]);
-        let k = kernel.shape()[2];
-        let n = self
+        let counts = self
             .used
             .get()
-            .copied()
             .ok_or_else(|| Error::Autograd("conv_exp: backward before forward".to_string()))?;
-        let adjoint = kernel.permute(&[1, 0, 2, 3])?.flip(&[2, 3])?.contiguous()?;
-        let want_kernel = kernel.requires_grad();
-        let geom = weight_geom(x.shape(), k);
-        let mut a = g.clone();
-        let mut gk: Option<Tensor> = None;
-        for i in (1..=n).rev() {
-            if want_kernel {
-                // u_{i-1} = M^{i-1} x / (i-1)!, rebuilt from x.
-                let mut u = x.clone();
-                for j in 1..i {
-                    u = apply_m(&u, kernel, k)?.div_scalar(j as f64)?;
-                }
-                let term = conv_weight_grad(&u, &a, &geom)?.div_scalar(i as f64)?;
-                gk = Some(match gk {
-                    Some(acc) => acc.add(&term)?,
-                    None => term,
-                });
-            }
-            a = g.add(&apply_m(&a, &adjoint, k)?.div_scalar(i as f64)?)?;
-        }
-        let gk = match gk {
-            Some(gk) => gk,
-            None => kernel.zeros_like()?,
-        };
-        Ok(vec![Some(a), want_kernel.then_some(gk)])
-    }
-}
-
-/// The geometry of `M` for an input of shape `xs` and a `k x k` kernel.
-fn weight_geom(xs: &[usize], k: usize) -> ConvGeom {
-    ConvGeom {
-        n: xs[0],
-        c: xs[1],
-        h: xs[2],
-        w: xs[3],
-        o: xs[1],
-        ho: xs[2],
-        wo: xs[3],
-        kh: k,
-        kw: k,
-        stride: (1, 1),
-        padding: (k / 2, k / 2),
-        dilation: (1, 1),
-        groups: 1,
+        let want_kernel = inputs[1].requires_grad();
+        let (x, kernel, g) = (
+            inputs[0].contiguous()?,
+            inputs[1].contiguous()?,
+            g.contiguous()?,
+        );
+        let sg = series_geom(x.shape(), kernel.shape()[2]);
+        let (dx, dk) = x.storage().conv_exp_bwd(
+            x.layout(),
+            &kernel.storage(),
+            kernel.layout(),
+            &g.storage(),
+            g.layout(),
+            &sg,
+            counts,
+            want_kernel,
+        )?;
+        Ok(vec![
+            Some(Tensor::from_storage(dx, x.shape())),
+            dk.map(|dk| Tensor::from_storage(dk, kernel.shape())),
+        ])
     }
 }

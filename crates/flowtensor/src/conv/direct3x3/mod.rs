@@ -1,0 +1,557 @@
+//! Direct kernels for 3x3, stride-1, padding-1 convolutions (one group), the
+//! shape flows use most: the forward, its transpose (the same kernels on
+//! flipped, transposed weights) and the weight gradient.
+//!
+//! The forward has two register-tiled kernels and picks one per output
+//! channel count: [`positions`] (vectors along output positions; few
+//! channels) and [`channels`] (vectors along output channels; many channels
+//! on small images, AVX-512 only). [`ImageConv3x3`] runs either on one
+//! image at a time with its packed weights and input buffer kept between
+//! calls. Kernels are compiled for AVX-512, AVX2+FMA and baseline x86-64,
+//! and the best one the CPU supports is picked at run time.
+
+mod channels;
+mod positions;
+mod weight;
+mod winograd;
+
+use super::geometry::ConvGeom;
+use super::simd::Scalar;
+#[cfg(target_arch = "x86_64")]
+use super::simd::{F32x16, F32x8, F64x4, F64x8};
+use crate::cpu::PAR_THRESHOLD;
+use crate::Element;
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+pub(crate) use weight::WeightGrad;
+use weight::{weight_tile, WeightFn};
+use winograd::Winograd;
+
+/// Zeros after an input buffer, so the last tile may read past the end.
+const SLACK: usize = 256;
+
+/// Defines the kernels of one element type for AVX-512, AVX2+FMA and
+/// baseline x86-64 (or any other architecture).
+macro_rules! direct_kernels {
+    ($t:ty, $avx512:ident, $avx2:ident) => {
+        impl DirectConv for $t {
+            const LANES: usize = 16;
+
+            fn position_kernel<const OB: usize, const NT512: usize, const NT256: usize>(
+            ) -> positions::BlockFn<$t> {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f,avx2,fma")]
+                    unsafe fn avx512<const OB: usize, const NT: usize>(
+                        blk: &positions::Block<$t>,
+                        out: &mut [$t],
+                    ) {
+                        positions::block::<$t, $avx512, OB, NT>(blk, out)
+                    }
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn avx2<const OB: usize, const NT: usize>(
+                        blk: &positions::Block<$t>,
+                        out: &mut [$t],
+                    ) {
+                        positions::block::<$t, $avx2, OB, NT>(blk, out)
+                    }
+                    match isa() {
+                        Isa::Avx512 => return avx512::<OB, NT512>,
+                        Isa::Avx2 => return avx2::<OB, NT256>,
+                        Isa::Baseline => {}
+                    }
+                }
+                unsafe fn baseline<const OB: usize>(blk: &positions::Block<$t>, out: &mut [$t]) {
+                    positions::block::<$t, Scalar<$t>, OB, 4>(blk, out)
+                }
+                baseline::<OB>
+            }
+
+            fn channel_kernel(o: usize) -> Option<(usize, channels::BlockFn<$t>)> {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f,avx2,fma")]
+                    unsafe fn avx512<const OV: usize, const NP: usize>(
+                        blk: &channels::Block<$t>,
+                        out: &mut [$t],
+                    ) {
+                        channels::block::<$t, $avx512, OV, NP>(blk, out)
+                    }
+                    if let Isa::Avx512 = isa() {
+                        let lanes = 64 / std::mem::size_of::<$t>();
+                        let kernel: channels::BlockFn<$t> = match channel_vectors(o, lanes)? {
+                            1 => avx512::<1, 8>,
+                            2 => avx512::<2, 8>,
+                            3 => avx512::<3, 8>,
+                            _ => avx512::<4, 6>,
+                        };
+                        return Some((channel_vectors(o, lanes)? * lanes, kernel));
+                    }
+                }
+                let _ = o;
+                None
+            }
+
+            fn winograd_kernels(o: usize) -> Option<winograd::Kernels<$t>> {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f,avx2,fma")]
+                    unsafe fn product<const OV: usize, const NP: usize>(
+                        p: &winograd::Product<$t>,
+                        out: &mut [$t],
+                    ) {
+                        winograd::product::<$t, $avx512, OV, NP>(p, out)
+                    }
+                    #[target_feature(enable = "avx512f,avx2,fma")]
+                    unsafe fn input(xq: &[$t], v: &mut [$t], g: &winograd::Tiling) {
+                        winograd::input::<$t, $avx512>(xq, v, g)
+                    }
+                    #[target_feature(enable = "avx512f,avx2,fma")]
+                    unsafe fn output(m: &[$t], dst: &mut [$t], y: &mut [$t], g: &winograd::Tiling) {
+                        winograd::output::<$t, $avx512>(m, dst, y, g)
+                    }
+                    if let Isa::Avx512 = isa() {
+                        let lanes = 64 / std::mem::size_of::<$t>();
+                        let ov = channel_vectors(o, lanes).unwrap_or(1);
+                        let (product, np): (winograd::ProductFn<$t>, usize) = match ov {
+                            1 => (product::<1, 8>, 8),
+                            2 => (product::<2, 8>, 8),
+                            3 => (product::<3, 8>, 8),
+                            _ => (product::<4, 6>, 6),
+                        };
+                        return Some(winograd::Kernels {
+                            product,
+                            input,
+                            output,
+                            width: ov * lanes,
+                            np,
+                            lanes,
+                        });
+                    }
+                }
+                let _ = o;
+                None
+            }
+
+            fn weight_kernel() -> (usize, WeightFn<$t>) {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f,avx2,fma")]
+                    unsafe fn avx512(
+                        g: &WeightGrad<$t>,
+                        o0: usize,
+                        ch: usize,
+                        i: usize,
+                    ) -> Vec<$t> {
+                        weight_tile::<$t, $avx512, 6>(g, o0, ch, i).concat()
+                    }
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn avx2(g: &WeightGrad<$t>, o0: usize, ch: usize, i: usize) -> Vec<$t> {
+                        weight_tile::<$t, $avx2, 3>(g, o0, ch, i).concat()
+                    }
+                    match isa() {
+                        Isa::Avx512 => return (6, avx512),
+                        Isa::Avx2 => return (3, avx2),
+                        Isa::Baseline => {}
+                    }
+                }
+                unsafe fn baseline(g: &WeightGrad<$t>, o0: usize, ch: usize, i: usize) -> Vec<$t> {
+                    weight_tile::<$t, Scalar<$t>, 1>(g, o0, ch, i).concat()
+                }
+                (1, baseline)
+            }
+        }
+    };
+}
+
+/// The instruction sets the kernels are compiled for.
+#[cfg(target_arch = "x86_64")]
+enum Isa {
+    Avx512,
+    Avx2,
+    Baseline,
+}
+
+/// The best instruction set this CPU supports.
+#[cfg(target_arch = "x86_64")]
+fn isa() -> Isa {
+    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+        Isa::Avx512
+    } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        Isa::Avx2
+    } else {
+        Isa::Baseline
+    }
+}
+
+/// Element types with direct 3x3 kernels.
+pub(crate) trait DirectConv: Element {
+    /// Upper bound on the vector width of any kernel, in elements.
+    const LANES: usize;
+    /// The fastest position-tiled kernel this CPU runs, for `OB` output
+    /// channels per block and tiles of `NT512` (AVX-512) or `NT256` (AVX2)
+    /// vectors.
+    fn position_kernel<const OB: usize, const NT512: usize, const NT256: usize>(
+    ) -> positions::BlockFn<Self>;
+    /// The channel-tiled kernel for `o` output channels and its block width
+    /// in channels, where this CPU has one and it suits `o`.
+    fn channel_kernel(o: usize) -> Option<(usize, channels::BlockFn<Self>)>;
+    /// The Winograd kernels for `o` output channels, where this CPU has them.
+    fn winograd_kernels(o: usize) -> Option<winograd::Kernels<Self>>;
+    /// The fastest weight-gradient kernel and its output block size.
+    fn weight_kernel() -> (usize, WeightFn<Self>);
+}
+
+direct_kernels!(f32, F32x16, F32x8);
+direct_kernels!(f64, F64x8, F64x4);
+
+/// The vectors of output channels per block of the channel-tiled kernel for
+/// `o` channels and vectors of `lanes`: the count in 1..=4 that pads `o`
+/// least (the larger on ties), or `None` when even that pads by more than a
+/// quarter (the position-tiled kernel wastes less there).
+fn channel_vectors(o: usize, lanes: usize) -> Option<usize> {
+    let padded = |ov: usize| o.div_ceil(ov * lanes) * ov * lanes;
+    let best = (1..=4).rev().min_by_key(|&ov| padded(ov))?;
+    (o >= lanes && 4 * padded(best) <= 5 * o).then_some(best)
+}
+
+/// The output-channel block size and kernel of the position-tiled kernel
+/// for `o` channels and `hw` positions: the block that pads `o` least
+/// (earlier in the list on ties; 12 channels x 1 vector measured best from
+/// 24 channels up), and below 24 channels 6 channels by the 2, 3 or 4
+/// vectors of positions that pad `hw` least. Tiles hold `OB x NT`
+/// accumulators, at most 24 of the 32 AVX-512 registers and 8 of the 16
+/// AVX2 ones, leaving room for the `NT` input vectors and a weight
+/// broadcast.
+fn position_block<T: DirectConv>(o: usize, hw: usize) -> (usize, positions::BlockFn<T>) {
+    let padded = |ob: usize| o.div_ceil(ob) * ob;
+    let order: [usize; 5] = if o >= 24 {
+        [12, 6, 8, 4, 2]
+    } else {
+        [6, 12, 8, 4, 2]
+    };
+    let best = order.into_iter().min_by_key(|&ob| padded(ob)).unwrap_or(2);
+    let tile = |nt: usize| hw.div_ceil(nt * T::LANES) * nt;
+    let kernel = match best {
+        12 => T::position_kernel::<12, 1, 1>(),
+        6 => match [4, 3, 2].into_iter().min_by_key(|&nt| tile(nt) * T::LANES) {
+            Some(4) => T::position_kernel::<6, 4, 1>(),
+            Some(2) => T::position_kernel::<6, 2, 1>(),
+            _ => T::position_kernel::<6, 3, 1>(),
+        },
+        8 => T::position_kernel::<8, 2, 1>(),
+        4 => T::position_kernel::<4, 4, 2>(),
+        _ => T::position_kernel::<2, 8, 4>(),
+    };
+    (best, kernel)
+}
+
+/// The weights `(c, o, 3, 3)` of the adjoint of a 3x3 same convolution with
+/// weights `w (o, c, 3, 3)`: `w'[c, o, i, j] = w[o, c, 2 - i, 2 - j]`.
+fn adjoint_weights<T: Element>(w: &[T], o: usize, c: usize) -> Vec<T> {
+    let mut wt = vec![T::zero(); w.len()];
+    for oc in 0..o {
+        for ch in 0..c {
+            for tap in 0..9 {
+                wt[(ch * o + oc) * 9 + 8 - tap] = w[(oc * c + ch) * 9 + tap];
+            }
+        }
+    }
+    wt
+}
+
+/// How a batch of per-image convolutions uses the threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Threads {
+    /// Too little work to split.
+    Sequential,
+    /// One image per task.
+    OverImages,
+    /// Images one after another, each one's output blocks split.
+    InsideImages,
+}
+
+impl Threads {
+    /// The split for `images` images of `work` multiply-adds each.
+    pub(crate) fn for_batch(images: usize, work: usize) -> Threads {
+        if images * work < PAR_THRESHOLD {
+            Threads::Sequential
+        } else if images >= rayon::current_num_threads() {
+            Threads::OverImages
+        } else {
+            Threads::InsideImages
+        }
+    }
+}
+
+/// How [`ImageConv3x3`] computes: the kernel, its packed weights (shared
+/// by clones) and its input buffer (one per clone).
+#[derive(Clone)]
+enum Plan<T> {
+    Positions {
+        kernel: positions::BlockFn<T>,
+        packed: Arc<[T]>,
+        /// Output channels per block.
+        block: usize,
+        xs: Vec<T>,
+    },
+    Channels {
+        kernel: channels::BlockFn<T>,
+        packed: Arc<[T]>,
+        block: usize,
+        xp: Vec<T>,
+    },
+    Winograd(Winograd<T>),
+}
+
+/// A 3x3 same convolution `(c, h, w) -> (o, h, w)` applied to one image at
+/// a time, with its prepared weights and its input buffers kept between
+/// calls (the per-image loops of the convolution exponential run it many
+/// times on cache-resident images). Clones share the weights and own
+/// their buffers, one per thread.
+#[derive(Clone)]
+pub(crate) struct ImageConv3x3<T> {
+    plan: Plan<T>,
+    c: usize,
+    o: usize,
+    h: usize,
+    w: usize,
+}
+
+/// The algorithms of [`ImageConv3x3`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Algorithm {
+    Positions,
+    Channels,
+    Winograd,
+}
+
+/// Winograd where it has kernels and enough input channels for its
+/// products to outweigh its transforms (from 16 measured; it is 1.4x the
+/// direct kernels at 48 channels on 8x8 images), else the channel-tiled
+/// kernel where it suits `o`, else the position-tiled one.
+fn algorithm<T: DirectConv>(o: usize, c: usize) -> Algorithm {
+    let channels = T::channel_kernel(o).is_some();
+    if c >= 16 && channels && T::winograd_kernels(o).is_some() {
+        Algorithm::Winograd
+    } else if channels {
+        Algorithm::Channels
+    } else {
+        Algorithm::Positions
+    }
+}
+
+impl<T: DirectConv> ImageConv3x3<T> {
+    /// The convolution with weights `w (o, c, 3, 3)` on `h x wd` images.
+    pub(crate) fn new(w: &[T], o: usize, c: usize, (h, wd): (usize, usize)) -> Self {
+        let plan = match (
+            algorithm::<T>(o, c),
+            T::winograd_kernels(o),
+            T::channel_kernel(o),
+        ) {
+            (Algorithm::Winograd, Some(kernels), _) => {
+                Plan::Winograd(Winograd::new(w, o, c, (h, wd), kernels))
+            }
+            (Algorithm::Channels, _, Some((block, kernel))) => Plan::Channels {
+                kernel,
+                packed: channels::pack_weights(w, o, c, block).into(),
+                block,
+                xp: vec![T::zero(); channels::padded_len(c, h, wd)],
+            },
+            _ => {
+                let (block, kernel) = position_block::<T>(o, h * wd);
+                Plan::Positions {
+                    kernel,
+                    packed: positions::pack_weights(w, o, c, block).into(),
+                    block,
+                    xs: vec![T::zero(); positions::shifted_len(c, h, wd)],
+                }
+            }
+        };
+        ImageConv3x3 {
+            plan,
+            c,
+            o,
+            h,
+            w: wd,
+        }
+    }
+
+    /// The adjoint (transposed) convolution `(o, h, w) -> (c, h, w)` of the
+    /// one with weights `w (o, c, 3, 3)`.
+    pub(crate) fn adjoint(w: &[T], o: usize, c: usize, size: (usize, usize)) -> Self {
+        Self::new(&adjoint_weights(w, o, c), c, o, size)
+    }
+
+    /// `dst (o, h, w) = conv(src (c, h, w))`; the work inside the image is
+    /// split over threads when `parallel`.
+    pub(crate) fn apply(&mut self, src: &[T], dst: &mut [T], parallel: bool) {
+        let (c, o, h, w) = (self.c, self.o, self.h, self.w);
+        let dst = &mut dst[..o * h * w];
+        match &mut self.plan {
+            Plan::Positions {
+                kernel,
+                packed,
+                block,
+                xs,
+            } => {
+                positions::fill_shifted_copies(src, c, h, w, xs);
+                let (kernel, block, xs, packed) = (*kernel, *block, &*xs, &**packed);
+                let run = |(b, out): (usize, &mut [T])| {
+                    let blk = positions::Block {
+                        xs,
+                        wb: &packed[b * c * 9 * block..][..c * 9 * block],
+                        c,
+                        h,
+                        w,
+                        valid: block.min(o - b * block),
+                    };
+                    // SAFETY: `position_kernel` returned a kernel this CPU runs.
+                    unsafe { kernel(&blk, out) }
+                };
+                for_each_block(dst, block * h * w, parallel, run);
+            }
+            Plan::Channels {
+                kernel,
+                packed,
+                block,
+                xp,
+            } => {
+                channels::fill_padded(src, c, h, w, xp);
+                let (kernel, block, xp, packed) = (*kernel, *block, &*xp, &**packed);
+                let run = |(b, out): (usize, &mut [T])| {
+                    let blk = channels::Block {
+                        xp,
+                        wb: &packed[b * c * 9 * block..][..c * 9 * block],
+                        c,
+                        h,
+                        w,
+                        valid: block.min(o - b * block),
+                    };
+                    // SAFETY: `channel_kernel` returned a kernel this CPU runs.
+                    unsafe { kernel(&blk, out) }
+                };
+                for_each_block(dst, block * h * w, parallel, run);
+            }
+            Plan::Winograd(winograd) => winograd.apply(src, dst, parallel),
+        }
+    }
+}
+
+/// Runs `f` on the numbered `chunk`-sized pieces of `out`, in parallel when asked.
+fn for_each_block<T: Send>(
+    out: &mut [T],
+    chunk: usize,
+    parallel: bool,
+    f: impl Fn((usize, &mut [T])) + Sync + Send,
+) {
+    if parallel {
+        out.par_chunks_mut(chunk).enumerate().for_each(f);
+    } else {
+        out.chunks_mut(chunk).enumerate().for_each(f);
+    }
+}
+
+/// One clone of a per-thread state (kernels with their buffers) for each
+/// thread of the pool: tasks take the one of the thread they run on, so
+/// rayon's scheduling stays dynamic while the buffers are made once per
+/// thread rather than once per task.
+pub(crate) struct PerThread<S>(Vec<Mutex<S>>);
+
+impl<S: Clone> PerThread<S> {
+    pub(crate) fn new(state: &S) -> Self {
+        PerThread(
+            (0..rayon::current_num_threads().max(1))
+                .map(|_| Mutex::new(state.clone()))
+                .collect(),
+        )
+    }
+
+    /// Runs `f` on the state of the current thread.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
+        let i = rayon::current_thread_index().unwrap_or(0) % self.0.len();
+        let mut state = self.0[i].lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut state)
+    }
+
+    /// The states, once the tasks are done.
+    pub(crate) fn into_inner(self) -> impl Iterator<Item = S> {
+        self.0
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// `y = conv3x3(x, w)` with padding 1 for `x: (n, c, h, w)`, `w: (o, c, 3, 3)`.
+pub(crate) fn conv3x3_same<T: DirectConv>(x: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+    let (n, c, h, wd, o) = (g.n, g.c, g.h, g.w, g.o);
+    let (x_img, y_img) = (c * h * wd, o * h * wd);
+    let mut y = vec![T::zero(); n * y_img];
+    if y_img == 0 {
+        return y;
+    }
+    let prepared = ImageConv3x3::new(w, o, c, (h, wd));
+    let image = |conv: &mut ImageConv3x3<T>, img: usize, yi: &mut [T], inside: bool| {
+        conv.apply(&x[img * x_img..][..x_img], yi, inside)
+    };
+    match Threads::for_batch(n, y_img * c * 9) {
+        Threads::OverImages => {
+            let convs = PerThread::new(&prepared);
+            y.par_chunks_mut(y_img)
+                .enumerate()
+                .for_each(|(img, yi)| convs.with(|conv| image(conv, img, yi, false)));
+        }
+        threads => {
+            let mut conv = prepared;
+            let inside = threads == Threads::InsideImages;
+            for (img, yi) in y.chunks_mut(y_img).enumerate() {
+                image(&mut conv, img, yi, inside);
+            }
+        }
+    }
+    y
+}
+
+/// The transpose of [`conv3x3_same`] applied to `dy: (n, o, h, w)`: a 3x3 same
+/// convolution with weights `w'[c, o, i, j] = w[o, c, 2 - i, 2 - j]`.
+pub(crate) fn conv3x3_same_transposed<T: DirectConv>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+    let swapped = ConvGeom {
+        c: g.o,
+        o: g.c,
+        ..*g
+    };
+    conv3x3_same(dy, &adjoint_weights(w, g.o, g.c), &swapped)
+}
+
+/// The weight gradient of [`conv3x3_same`]: `dw[o, c, i, j] = sum_{n, r, q}
+/// dy[n, o, r, q] x[n, c, r + i - 1, q + j - 1]`, parallel over (output block,
+/// input channel, kernel row) triples, each reduced over the whole batch in
+/// registers.
+pub(crate) fn conv3x3_same_weight_grad<T: DirectConv>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
+    let mut dw = vec![T::zero(); g.o * g.c * 9];
+    let mut grad = WeightGrad::default();
+    weight_grad_into(
+        &mut grad,
+        x,
+        dy,
+        g,
+        &mut dw,
+        g.n * g.o * g.c * g.h * g.w * 9 >= PAR_THRESHOLD,
+    );
+    dw
+}
+
+/// Adds the weight gradient of [`conv3x3_same`] to `dw`, reusing the
+/// buffers of `grad`; in parallel when `parallel`.
+pub(crate) fn weight_grad_into<T: DirectConv>(
+    grad: &mut WeightGrad<T>,
+    x: &[T],
+    dy: &[T],
+    g: &ConvGeom,
+    dw: &mut [T],
+    parallel: bool,
+) {
+    let kernel = T::weight_kernel();
+    grad.load(x, dy, g, kernel.0, T::LANES);
+    grad.accumulate(dw, kernel, parallel);
+}
