@@ -121,7 +121,7 @@ fn conv_exp_with_adaptive_terms_passes_the_layer_checks() {
 fn spectral_norm_sigma_matches_the_dense_operator() {
     let (c, k, h, w) = (3, 3, 4, 3);
     let mut gen = Generator::new(7);
-    let sn = SpectralNorm::new(c, k, (h, w), 0.95, DType::F64, Device::Cpu, &mut gen).unwrap();
+    let sn = SpectralNorm::new((c, c), k, (h, w), 0.95, DType::F64, Device::Cpu, &mut gen).unwrap();
     let kernel = gen.randn(&[c, c, k, k], DType::F64, Device::Cpu).unwrap();
     let want = largest_singular_value(&dense_operator(&kernel, c, h, w));
     for _ in 0..2000 {
@@ -258,7 +258,7 @@ fn wrong_shapes_name_the_layer_and_shape() {
         );
     }
     let sn = SpectralNorm::new(
-        2,
+        (2, 2),
         3,
         (4, 3),
         0.95,
@@ -280,7 +280,7 @@ fn the_normalised_kernel_is_differentiable_through_sigma() {
     // K_hat = K coeff / sigma(K) when the bound is active: its gradient has
     // the term through sigma(K) = ||M u|| (u fixed), checked numerically.
     let mut gen = Generator::new(13);
-    let sn = SpectralNorm::new(2, 3, (3, 3), 0.95, DType::F64, Device::Cpu, &mut gen).unwrap();
+    let sn = SpectralNorm::new((2, 2), 3, (3, 3), 0.95, DType::F64, Device::Cpu, &mut gen).unwrap();
     let kernel = gen.randn(&[2, 2, 3, 3], DType::F64, Device::Cpu).unwrap();
     for _ in 0..3 {
         sn.power_step(&kernel).unwrap();

@@ -2,7 +2,7 @@
 //! inverse's iteration count, the strict autoregressive structure, and errors.
 
 use flowlayers::flowtensor::conv_exp::Terms;
-use flowlayers::layers::sylvester::autoregressive_mask;
+use flowlayers::layers::masked_conv::{autoregressive_mask, hidden_degrees};
 use flowlayers::layers::{Sylvester, SylvesterConfig};
 use flowlayers::testing::{check_flow, jacobian, perturb_parameters, FlowCheck};
 use flowlayers::Flow;
@@ -12,6 +12,7 @@ use flowtensor::{DType, Device, Generator};
 fn exact(use_basis_change: bool) -> SylvesterConfig {
     SylvesterConfig {
         use_basis_change,
+        hidden_channels: 8,
         train_terms: Terms::Fixed(30),
         eval_terms: Terms::Fixed(30),
         ..SylvesterConfig::default()
@@ -52,12 +53,17 @@ fn sylvester_passes_the_layer_checks() {
             let report = check_flow(&layer, &shape, &FlowCheck::default())
                 .unwrap_or_else(|e| panic!("basis {basis}, {shape:?}: {e}"));
             assert!(report.max_inverse_error < 1e-10, "{report:?}");
-            let expected = if basis { 4 } else { 2 };
+            // six masked layers with a weight and a bias, and Q and M
+            let expected = if basis { 14 } else { 12 };
             assert_eq!(report.parameters, expected);
             let names: Vec<String> = layer.parameters().into_iter().map(|(n, _)| n).collect();
-            assert!(names.contains(&"ar_weight".to_string()), "{names:?}");
+            assert!(names.contains(&"ar.s1.weight".to_string()), "{names:?}");
             let buffers: Vec<String> = layer.buffers().into_iter().map(|(n, _)| n).collect();
-            assert!(buffers.contains(&"ar_mask".to_string()));
+            assert!(
+                buffers.contains(&"ar.hidden.mask".to_string()),
+                "{buffers:?}"
+            );
+            assert!(buffers.contains(&"ar.t2.spectral_norm.u".to_string()));
             assert_eq!(buffers.contains(&"spectral_norm.u".to_string()), basis);
         }
     }
@@ -89,21 +95,37 @@ fn fixed_point_iterations_are_reported_and_below_the_cap() {
 }
 
 #[test]
-fn the_mask_is_strictly_autoregressive() {
-    let c = 3;
-    let m = autoregressive_mask(c, DType::F64, Device::Cpu)
-        .unwrap()
-        .to_vec_f64()
-        .unwrap();
-    for o in 0..4 * c {
-        for ci in 0..c {
-            // centre tap: only strictly earlier channels
-            assert_eq!(m[((o * c + ci) * 3 + 1) * 3 + 1] == 1.0, ci < o % c);
-            // later pixels: never
-            for b in 0..3 {
-                assert_eq!(m[((o * c + ci) * 3 + 2) * 3 + b], 0.0);
+fn masks_follow_the_degrees() {
+    let inputs = [0, 1, 2];
+    let hidden = hidden_degrees(7, 3);
+    assert_eq!(hidden, [0, 0, 0, 1, 1, 2, 2]);
+    for (strict, k) in [(true, 3), (false, 3), (false, 1), (true, 5)] {
+        let m = autoregressive_mask(&hidden, &inputs, k, strict, DType::F64, Device::Cpu)
+            .unwrap()
+            .to_vec_f64()
+            .unwrap();
+        let centre = k / 2;
+        for (o, &dout) in inputs.iter().enumerate() {
+            for (i, &din) in hidden.iter().enumerate() {
+                for a in 0..k {
+                    for b in 0..k {
+                        let kept = m[((o * hidden.len() + i) * k + a) * k + b] == 1.0;
+                        let expected = if (a, b) == (centre, centre) {
+                            if strict {
+                                dout > din
+                            } else {
+                                dout >= din
+                            }
+                        } else {
+                            a < centre || (a == centre && b < centre)
+                        };
+                        assert_eq!(
+                            kept, expected,
+                            "strict {strict} k {k} o {o} i {i} tap {a},{b}"
+                        );
+                    }
+                }
             }
-            assert_eq!(m[((o * c + ci) * 3 + 1) * 3 + 2], 0.0);
         }
     }
 }
@@ -186,6 +208,139 @@ fn errors_name_the_layer_and_shapes() {
         .to_string();
     assert!(
         msg.contains("Sylvester") && msg.contains("Householder"),
+        "{msg}"
+    );
+}
+
+/// The largest singular value of the same-padded convolution with `kernel
+/// (out, in, k, k)` on `h x w` images, from its dense matrix.
+fn operator_norm(kernel: &flowtensor::Tensor, h: usize, w: usize) -> f64 {
+    let [o, i, k, _]: [usize; 4] = kernel.shape().try_into().unwrap();
+    let d_in = i * h * w;
+    let basis = flowtensor::Tensor::eye(d_in, DType::F64, Device::Cpu)
+        .unwrap()
+        .reshape(&[d_in, i, h, w])
+        .unwrap();
+    // row j is M e_j: the dense matrix transposed, (d_in, d_out)
+    let mt = basis
+        .conv2d(kernel, None, &flowtensor::Conv2dParams::same(k))
+        .unwrap()
+        .reshape(&[d_in, o * h * w])
+        .unwrap();
+    let gram = mt.matmul(&mt.transpose(0, 1).unwrap()).unwrap(); // M^T M
+    let mut v = flowtensor::Tensor::ones(&[d_in, 1], DType::F64, Device::Cpu).unwrap();
+    let mut lambda = 0.0;
+    for _ in 0..500 {
+        let next = gram.matmul(&v).unwrap();
+        lambda = next
+            .square()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        v = next.div_scalar(lambda).unwrap();
+    }
+    lambda.sqrt()
+}
+
+#[test]
+fn masked_layers_are_spectrally_normalised() {
+    use flowlayers::layers::masked_conv::MaskedConvSpec;
+    use flowlayers::layers::MaskedConv;
+    let (h, w) = (4, 3);
+    let inputs = [0, 1, 2];
+    let hidden = hidden_degrees(6, 3);
+    let spec = MaskedConvSpec {
+        in_degrees: &hidden,
+        out_degrees: &inputs,
+        kernel_size: 3,
+        strict: true,
+        size: (h, w),
+        coeff: 0.9,
+        init_scale: 3.0,
+    };
+    let mut gen = Generator::new(3);
+    let conv = MaskedConv::new(&spec, DType::F64, Device::Cpu, &mut gen).unwrap();
+    let x = gen.randn(&[1, 6, h, w], DType::F64, Device::Cpu).unwrap();
+    for _ in 0..200 {
+        conv.forward(&x, true).unwrap();
+    }
+    let params = conv.parameters();
+    let buffers = conv.buffers();
+    let (weight, mask) = (&params[0].1, &buffers[0].1);
+    let masked = weight.mul(mask).unwrap();
+    let sigma = operator_norm(&masked, h, w);
+    assert!(
+        sigma > 0.9,
+        "the test kernel should need normalising: {sigma}"
+    );
+    // the layer's output is conv(x, masked * 0.9 / sigma) + bias, bias zero
+    let y = conv.forward(&x, false).unwrap();
+    let expected = x
+        .conv2d(
+            &masked.mul_scalar(0.9 / sigma).unwrap(),
+            None,
+            &flowtensor::Conv2dParams::same(3),
+        )
+        .unwrap();
+    let err = y
+        .sub(&expected)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap()
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(err < 1e-6, "{err}");
+}
+
+#[test]
+fn the_original_sylvester_flow_passes_the_layer_checks() {
+    use flowlayers::layers::VectorSylvester;
+    // full rank (Householder variant) and lower rank, flat and image-shaped samples
+    for (shape, rank, reflections) in [
+        (vec![3, 5], 5, 5),
+        (vec![3, 5], 2, 3),
+        (vec![2, 2, 2, 3], 12, 4),
+        (vec![2, 2, 2, 3], 7, 12),
+    ] {
+        let features: usize = shape[1..].iter().product();
+        let mut gen = Generator::new(rank as u64);
+        let layer = VectorSylvester::new(
+            features,
+            rank,
+            reflections,
+            DType::F64,
+            Device::Cpu,
+            &mut gen,
+        )
+        .unwrap();
+        // large parameters, so the tanh saturates and the diagonal terms vary
+        let check = FlowCheck {
+            perturbation: 1.0,
+            ..FlowCheck::default()
+        };
+        let report = check_flow(&layer, &shape, &check)
+            .unwrap_or_else(|e| panic!("{shape:?} rank {rank}: {e}"));
+        assert!(report.max_inverse_error < 1e-10, "{report:?}");
+        assert_eq!(report.parameters, 4);
+    }
+    let mut gen = Generator::new(0);
+    let err = VectorSylvester::new(4, 5, 2, DType::F64, Device::Cpu, &mut gen)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("VectorSylvester") && err.contains("rank"),
+        "{err}"
+    );
+    let layer = VectorSylvester::new(4, 2, 2, DType::F64, Device::Cpu, &mut gen).unwrap();
+    let x = gen.randn(&[3, 5], DType::F64, Device::Cpu).unwrap();
+    let msg = layer.forward(&x).unwrap_err().to_string();
+    assert!(
+        msg.contains("VectorSylvester") && msg.contains("[3, 5]"),
         "{msg}"
     );
 }

@@ -89,7 +89,9 @@ fn the_custom_backward_peaks_lower_than_unrolled_autodiff() -> Result<()> {
     let (n, c, h, terms) = (16, 12, 16, 6);
     let image_bytes = (n * c * h * h * 8) as f64;
     let mut gen = Generator::new(0);
-    let x = gen.randn(&[n, c, h, h], DType::F64, Device::Cpu)?.as_variable();
+    let x = gen
+        .randn(&[n, c, h, h], DType::F64, Device::Cpu)?
+        .as_variable();
     for layers in [1, 4] {
         let kernels = (0..layers)
             .map(|_| {

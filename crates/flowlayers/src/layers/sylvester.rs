@@ -15,9 +15,14 @@
 //!
 //! ```text
 //! f_AR(u) = s2 * tanh(s1 * u + t1) + t2,
-//! s1 = tanh(s1pre),   s2 = tanh(s2pre) / 2,
-//! (s1pre, s2pre, t1, t2) = MaskedConv3x3(u) + b,
+//! s1 = tanh(S1(h)),  s2 = tanh(S2(h)) / 2,  t1 = T1(h),  t2 = T2(h),
+//! h = relu(MaskedConv1x1(relu(MaskedConv3x3(u)))),
 //! ```
+//!
+//! the paper's conditioner: a MADE-style stack of masked convolutions
+//! ([`MaskedConv`]), the first two non-strict and the four heads `S1, S2,
+//! T1, T2` strict (their centre taps have a zero diagonal), every masked
+//! kernel spectrally normalised to `lipschitz`.
 //!
 //! whose Jacobian is lower triangular in the raster-then-channel order
 //! `ord(c, (i, j)) = (i W + j) C + c` with diagonal
@@ -28,11 +33,12 @@
 //! log |det dz/dx| = sum log(1 + d)     (d evaluated at u = exp(M) Q x).
 //! ```
 
-use crate::flow::{parameter, Flow};
+use crate::flow::{parameter, prefixed, Flow};
 use crate::layers::conv1x1::{householder_product, mix_channels};
-use crate::layers::conv_exp::{check_image, check_image_size, SpectralNorm};
+use crate::layers::masked_conv::{hidden_degrees, MaskedConv, MaskedConvSpec};
+use crate::layers::spectral_norm::{check_image, check_image_size, SpectralNorm};
 use flowtensor::conv_exp::{conv_exp, conv_exp_inverse, Terms};
-use flowtensor::{Conv2dParams, DType, Device, Error, Generator, Result, Tensor};
+use flowtensor::{DType, Device, Error, Generator, Result, Tensor};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 const NAME: &str = "Sylvester";
@@ -49,6 +55,12 @@ pub struct SylvesterConfig {
     pub kernel_size: usize,
     /// The bound on the spectral norm of `M` (default 0.95).
     pub coeff: f64,
+    /// Hidden channels of the autoregressive conditioner (at least `C`;
+    /// default 64).
+    pub hidden_channels: usize,
+    /// The bound on the spectral norm of every masked convolution of the
+    /// conditioner (default 0.95).
+    pub lipschitz: f64,
     /// Series terms of `exp(M)` in training mode (default `Fixed(6)`).
     pub train_terms: Terms,
     /// Series terms in evaluation mode and of every inverse (default `Fixed(13)`).
@@ -67,6 +79,8 @@ impl Default for SylvesterConfig {
             reflections: 2,
             kernel_size: 3,
             coeff: 0.95,
+            hidden_channels: 64,
+            lipschitz: 0.95,
             train_terms: Terms::Fixed(6),
             eval_terms: Terms::Fixed(13),
             tol: 1e-12,
@@ -75,29 +89,75 @@ impl Default for SylvesterConfig {
     }
 }
 
-/// The strict autoregressive mask `(4C, C, 3, 3)` of the conditioner: output
-/// channel `o` (group `o / C`, channel `c = o % C`) sees input channel `c'`
-/// at tap `(a, b)` (offset `(a - 1, b - 1)`) iff the tap is at an earlier
-/// raster pixel (`a = 0`, or `a = 1` and `b = 0`), or it is the centre tap
-/// and `c' < c`. The dependence of `(c, p)` on `(c, p)` itself is excluded.
-pub fn autoregressive_mask(channels: usize, dtype: DType, device: Device) -> Result<Tensor> {
-    let c = channels;
-    let mut m = vec![0.0f64; 4 * c * c * 9];
-    for o in 0..4 * c {
-        for ci in 0..c {
-            for a in 0..3 {
-                for b in 0..3 {
-                    let allowed = a == 0 || (a == 1 && b == 0) || (a == 1 && b == 1 && ci < o % c);
-                    if allowed {
-                        m[((o * c + ci) * 3 + a) * 3 + b] = 1.0;
-                    }
-                }
-            }
-        }
+/// The conditioner of `f_AR`: two non-strict masked layers and four strict
+/// heads, `(s1, s2, t1, t2)` from `u`.
+struct Conditioner {
+    hidden: MaskedConv,
+    mixing: MaskedConv,
+    /// `S1, S2, T1, T2`, in that order.
+    heads: [MaskedConv; 4],
+}
+
+impl Conditioner {
+    fn new(
+        channels: usize,
+        size: (usize, usize),
+        config: &SylvesterConfig,
+        dtype: DType,
+        device: Device,
+        gen: &mut Generator,
+    ) -> Result<Self> {
+        let inputs: Vec<usize> = (0..channels).collect();
+        let hidden = hidden_degrees(config.hidden_channels, channels);
+        let mut conv = |ins: &[usize], outs: &[usize], kernel_size, strict, init_scale| {
+            let spec = MaskedConvSpec {
+                in_degrees: ins,
+                out_degrees: outs,
+                kernel_size,
+                strict,
+                size,
+                coeff: config.lipschitz,
+                init_scale,
+            };
+            MaskedConv::new(&spec, dtype, device, gen)
+        };
+        Ok(Conditioner {
+            hidden: conv(&inputs, &hidden, 3, false, 1.0)?,
+            mixing: conv(&hidden, &hidden, 1, false, 1.0)?,
+            // S1 and T1 start at zero weights, as in the paper
+            heads: [
+                conv(&hidden, &inputs, 3, true, 0.0)?,
+                conv(&hidden, &inputs, 3, true, 1.0)?,
+                conv(&hidden, &inputs, 3, true, 0.0)?,
+                conv(&hidden, &inputs, 3, true, 1.0)?,
+            ],
+        })
     }
-    Tensor::from_vec(m, &[4 * c, c, 3, 3], Device::Cpu)?
-        .to_dtype(dtype)?
-        .to_device(device)
+
+    /// `(s1, s2, t1, t2)` for `u`; one power step per masked layer when `step`.
+    fn forward(&self, u: &Tensor, step: bool) -> Result<[Tensor; 4]> {
+        let h = self.hidden.forward(u, step)?.relu()?;
+        let h = self.mixing.forward(&h, step)?.relu()?;
+        let [s1, s2, t1, t2] = &self.heads;
+        Ok([
+            s1.forward(&h, step)?.tanh()?,
+            s2.forward(&h, step)?.tanh()?.mul_scalar(0.5)?,
+            t1.forward(&h, step)?,
+            t2.forward(&h, step)?,
+        ])
+    }
+
+    fn layers(&self) -> [(&'static str, &MaskedConv); 6] {
+        let [s1, s2, t1, t2] = &self.heads;
+        [
+            ("ar.hidden", &self.hidden),
+            ("ar.mixing", &self.mixing),
+            ("ar.s1", s1),
+            ("ar.s2", s2),
+            ("ar.t1", t1),
+            ("ar.t2", t2),
+        ]
+    }
 }
 
 /// The generalized Sylvester flow `z = x + Q^T exp(-M) f_AR(exp(M) Q x)`.
@@ -109,14 +169,11 @@ pub fn autoregressive_mask(channels: usize, dtype: DType, device: Device) -> Res
 ///   buffers `spectral_norm.u`, `spectral_norm.sigma`); `exp(-M)` is its exact
 ///   inverse, so only the truncation of the series (see [`SylvesterConfig`])
 ///   separates the two.
-/// - `f_AR`: one strictly masked 3x3 convolution `C -> 4C` (parameter
-///   `ar_weight` `(4C, C, 3, 3)`, times the buffer `ar_mask` from
-///   [`autoregressive_mask`]) plus the per-channel bias `ar_bias`
-///   `(1, 4C, 1, 1)`, giving `(s1pre, s2pre, t1, t2)` (in that channel
-///   order); then `f_AR(u) = s2 tanh(s1 u + t1) + t2` with `s1 = tanh(s1pre)`,
-///   `s2 = tanh(s2pre) / 2`. A single strict layer is the simplest choice that
-///   keeps every output strictly autoregressive (MADE-style hidden layers
-///   would add capacity but not change the structure).
+/// - `f_AR(u) = s2 tanh(s1 u + t1) + t2` with `(s1, s2, t1, t2)` from the
+///   masked conditioner of the module documentation (parameters
+///   `ar.{hidden,mixing,s1,s2,t1,t2}.{weight,bias}`, buffers their masks and
+///   spectral normalisations); the `S1` and `T1` heads start at zero
+///   weights.
 /// - log-det per sample: `sum log(1 + s2 s1 (1 - tanh^2(s1 u + t1)))`, each
 ///   term `> log(1/2)`.
 /// - inverse: `r = exp(M) Q z`, then `y_{k+1} = r - f_AR(y_k)` from `y_0 = r`
@@ -126,8 +183,9 @@ pub fn autoregressive_mask(channels: usize, dtype: DType, device: Device) -> Res
 ///   count is [`Sylvester::last_iterations`]. Inverses use the evaluation
 ///   terms and no power-iteration step.
 ///
-/// Training mode (the default) takes one power-iteration step per forward and
-/// sums `train_terms`; evaluation takes none and sums `eval_terms`.
+/// Training mode (the default) takes one power-iteration step per forward
+/// (for `M` and for every masked layer) and sums `train_terms`; evaluation
+/// takes none and sums `eval_terms`.
 pub struct Sylvester {
     channels: usize,
     height: usize,
@@ -136,9 +194,7 @@ pub struct Sylvester {
     householder: Option<Tensor>,
     kernel: Option<Tensor>,
     spectral_norm: Option<SpectralNorm>,
-    ar_weight: Tensor,
-    ar_bias: Tensor,
-    ar_mask: Tensor,
+    conditioner: Conditioner,
     training: AtomicBool,
     iterations: AtomicUsize,
 }
@@ -165,8 +221,8 @@ impl Sylvester {
 
     /// A layer with the given options. Draws (from `gen`, in f64) the
     /// Householder vectors `randn`, the kernel `randn / (C k k)`, the
-    /// power-iteration vector, then the conditioner weight
-    /// `0.1 randn / sqrt(9 C)`; the conditioner bias starts at zero.
+    /// power-iteration vector, then the conditioner's layers in order
+    /// (weights `randn / sqrt(fan_in)`, zero for `S1` and `T1`; biases zero).
     pub fn with_config(
         channels: usize,
         (height, width): (usize, usize),
@@ -205,7 +261,7 @@ impl Sylvester {
                 .randn(&[channels, channels, k, k], DType::F64, Device::Cpu)?
                 .div_scalar((channels * k * k) as f64)?;
             let sn = SpectralNorm::new(
-                channels,
+                (channels, channels),
                 k,
                 (height, width),
                 config.coeff,
@@ -221,9 +277,17 @@ impl Sylvester {
         } else {
             (None, None, None)
         };
-        let ar_weight = gen
-            .randn(&[4 * channels, channels, 3, 3], DType::F64, Device::Cpu)?
-            .mul_scalar(0.1 / ((9 * channels) as f64).sqrt())?;
+        if config.hidden_channels < channels || config.lipschitz.is_nan() || config.lipschitz <= 0.0
+        {
+            return Err(Error::invalid(
+                NAME,
+                format!(
+                    "needs at least C = {channels} hidden channels and a positive Lipschitz bound, got {} and {}",
+                    config.hidden_channels, config.lipschitz
+                ),
+            ));
+        }
+        let conditioner = Conditioner::new(channels, (height, width), &config, dtype, device, gen)?;
         Ok(Sylvester {
             channels,
             height,
@@ -232,9 +296,7 @@ impl Sylvester {
             householder,
             kernel,
             spectral_norm,
-            ar_weight: parameter(place(ar_weight)?)?,
-            ar_bias: parameter(Tensor::zeros(&[1, 4 * channels, 1, 1], dtype, device)?)?,
-            ar_mask: autoregressive_mask(channels, dtype, device)?,
+            conditioner,
             training: AtomicBool::new(true),
             iterations: AtomicUsize::new(0),
         })
@@ -308,19 +370,10 @@ impl Sylvester {
         }
     }
 
-    /// `(f_AR(u), log(1 + d))` with `d` the diagonal of `J_AR` (per entry).
-    fn autoregressive(&self, u: &Tensor) -> Result<(Tensor, Tensor)> {
-        let c = self.channels;
-        let w = self.ar_weight.mul(&self.ar_mask)?;
-        let h = u.conv2d(
-            &w,
-            Some(&self.ar_bias.reshape(&[4 * c])?),
-            &Conv2dParams::same(3),
-        )?;
-        let s1 = h.narrow(1, 0, c)?.tanh()?;
-        let s2 = h.narrow(1, c, c)?.tanh()?.mul_scalar(0.5)?;
-        let t1 = h.narrow(1, 2 * c, c)?;
-        let t2 = h.narrow(1, 3 * c, c)?;
+    /// `(f_AR(u), log(1 + d))` with `d` the diagonal of `J_AR` (per entry);
+    /// power steps in the conditioner when `step`.
+    fn autoregressive(&self, u: &Tensor, step: bool) -> Result<(Tensor, Tensor)> {
+        let [s1, s2, t1, t2] = self.conditioner.forward(u, step)?;
         let a = s1.mul(u)?.add(&t1)?.tanh()?;
         let f = s2.mul(&a)?.add(&t2)?;
         let d = s2.mul(&s1)?.mul(&a.square()?.neg()?.add_scalar(1.0)?)?;
@@ -337,7 +390,7 @@ impl Sylvester {
     fn solve(&self, r: &Tensor) -> Result<Tensor> {
         let mut y = r.clone();
         for k in 1..=self.config.max_iterations {
-            let next = r.sub(&self.autoregressive(&y)?.0)?;
+            let next = r.sub(&self.autoregressive(&y, false)?.0)?;
             let change = next
                 .sub(&y)?
                 .to_vec_f64()?
@@ -371,7 +424,7 @@ impl Sylvester {
         let basis = self.basis(false)?;
         let r = self.change_basis(&basis, z, terms)?;
         let y = self.solve(&r)?;
-        let (_, log1pd) = self.autoregressive(&y)?;
+        let (_, log1pd) = self.autoregressive(&y, false)?;
         let x = self.undo_basis(&basis, &y, terms)?;
         Ok((x, Self::logdet(&log1pd)?.neg()?))
     }
@@ -392,7 +445,7 @@ impl Flow for Sylvester {
         };
         let basis = self.basis(training)?;
         let u = self.change_basis(&basis, x, terms)?;
-        let (f, log1pd) = self.autoregressive(&u)?;
+        let (f, log1pd) = self.autoregressive(&u, training)?;
         let z = x.add(&self.undo_basis(&basis, &f, terms)?)?;
         Ok((z, Self::logdet(&log1pd)?))
     }
@@ -413,15 +466,19 @@ impl Flow for Sylvester {
         if let Some(k) = &self.kernel {
             params.push(("kernel".into(), k.clone()));
         }
-        params.push(("ar_weight".into(), self.ar_weight.clone()));
-        params.push(("ar_bias".into(), self.ar_bias.clone()));
+        for (name, layer) in self.conditioner.layers() {
+            params.extend(prefixed(name, layer.parameters()));
+        }
         params
     }
 
     fn buffers(&self) -> Vec<(String, Tensor)> {
-        let mut buffers = vec![("ar_mask".to_string(), self.ar_mask.clone())];
+        let mut buffers = Vec::new();
         if let Some(sn) = &self.spectral_norm {
-            buffers.extend(crate::flow::prefixed("spectral_norm", sn.buffers()));
+            buffers.extend(prefixed("spectral_norm", sn.buffers()));
+        }
+        for (name, layer) in self.conditioner.layers() {
+            buffers.extend(prefixed(name, layer.buffers()));
         }
         buffers
     }

@@ -1,0 +1,248 @@
+//! Spectral normalisation of a same-padded convolution operator, and the
+//! image checks of the layers that use it.
+
+use flowtensor::{
+    no_grad, Conv2dParams, ConvTranspose2dParams, DType, Device, Error, Generator, Result, Tensor,
+};
+
+/// `t / max(||t||_2, 1e-30)` (all entries): the floor (representable in f32
+/// too) keeps a zero vector finite.
+fn normalized(t: &Tensor) -> Result<Tensor> {
+    let norm = t.square()?.sum_all()?.sqrt()?.clamp(1e-30, f64::INFINITY)?;
+    t.div(&norm)
+}
+
+/// Checks the sizes of a layer (or an operator) built for `(channels, height, width)` images.
+pub(crate) fn check_image_size(
+    layer: &'static str,
+    channels: usize,
+    (height, width): (usize, usize),
+) -> Result<()> {
+    if channels == 0 || height == 0 || width == 0 {
+        return Err(Error::invalid(
+            layer,
+            format!("needs non-empty images, got C = {channels}, H = {height}, W = {width}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `x` is `(batch, channels, height, width)`.
+pub(crate) fn check_image(
+    layer: &'static str,
+    x: &Tensor,
+    channels: usize,
+    (height, width): (usize, usize),
+) -> Result<()> {
+    let s = x.shape();
+    if s.len() != 4 || s[1] != channels || s[2] != height || s[3] != width {
+        return Err(Error::shape(
+            layer,
+            &[s],
+            format!("expected (batch, {channels}, {height}, {width})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Spectral normalisation of a same-padded stride-1 convolution `M` with an
+/// `(O, I, k, k)` kernel `K` (`k` odd), seen as a linear map from `(I, H, W)`
+/// to `(O, H, W)` images (Miyato, Kataoka, Koyama and Yoshida, 2018, applied to the whole
+/// convolution operator rather than to the reshaped kernel).
+///
+/// Keeps a persistent unit vector `u` of shape `(1, I, H, W)` (buffer `u`,
+/// drawn from a [`Generator`] and normalised). One power-iteration step
+/// ([`SpectralNorm::power_step`]) is
+///
+/// ```text
+/// v = M u / ||M u||,        u <- M^T v / ||M^T v||,
+/// ```
+///
+/// where `M^T` is `conv_transpose2d` with the same kernel and padding `k/2`
+/// (the exact adjoint of `M`). It runs without gradient: `u` is a constant.
+/// The estimate of the largest singular value is
+///
+/// ```text
+/// sigma(K) = ||M u||_2      (u the current, detached unit iterate),
+/// ```
+///
+/// which is differentiable in `K` (as in Miyato et al.), a lower bound of
+/// `||M||_2` for any unit `u`, and converges to it as `u` converges to the top
+/// right singular vector. The normalised kernel is
+///
+/// ```text
+/// K_hat = K / max(1, sigma(K) / coeff),
+/// ```
+///
+/// so `||M_hat||_2 ~ min(sigma, coeff)` (`coeff = 0.95` in the convolution
+/// exponential's default). The last `sigma` computed is kept as the buffer
+/// `sigma`. A kernel times a fixed mask (the masked convolutions of
+/// autoregressive conditioners) is normalised the same way: pass the
+/// masked kernel.
+pub struct SpectralNorm {
+    out_channels: usize,
+    in_channels: usize,
+    kernel_size: usize,
+    height: usize,
+    width: usize,
+    coeff: f64,
+    u: Tensor,
+    sigma: Tensor,
+}
+
+impl SpectralNorm {
+    /// Spectral normalisation for `(out, in, kernel_size, kernel_size)`
+    /// kernels on `(height, width)` images with bound `coeff > 0`; `u` is a
+    /// standard Gaussian `(1, in, H, W)` draw from `gen` (in f64, then cast),
+    /// normalised to unit length. `sigma` starts at 0.
+    pub fn new(
+        (out_channels, in_channels): (usize, usize),
+        kernel_size: usize,
+        (height, width): (usize, usize),
+        coeff: f64,
+        dtype: DType,
+        device: Device,
+        gen: &mut Generator,
+    ) -> Result<Self> {
+        check_image_size(
+            "SpectralNorm",
+            in_channels.min(out_channels),
+            (height, width),
+        )?;
+        if kernel_size.is_multiple_of(2) {
+            return Err(Error::invalid(
+                "SpectralNorm",
+                format!("the kernel size k = {kernel_size} must be odd"),
+            ));
+        }
+        if coeff.is_nan() || coeff <= 0.0 {
+            return Err(Error::invalid(
+                "SpectralNorm",
+                format!("the bound coeff must be positive, got {coeff}"),
+            ));
+        }
+        let u = gen.randn(&[1, in_channels, height, width], DType::F64, Device::Cpu)?;
+        let u = normalized(&u)?
+            .to_dtype(dtype)?
+            .to_device(device)?
+            .contiguous()?
+            .detach();
+        Ok(SpectralNorm {
+            out_channels,
+            in_channels,
+            kernel_size,
+            height,
+            width,
+            coeff,
+            u,
+            sigma: Tensor::zeros(&[], dtype, device)?,
+        })
+    }
+
+    /// The bound `coeff` on the normalised operator norm.
+    pub fn coeff(&self) -> f64 {
+        self.coeff
+    }
+
+    /// The image size `(H, W)` the vector `u` is shaped for.
+    pub fn size(&self) -> (usize, usize) {
+        (self.height, self.width)
+    }
+
+    /// The current power-iteration vector `u` `(1, I, H, W)` (the buffer itself).
+    pub fn vector(&self) -> Tensor {
+        self.u.clone()
+    }
+
+    /// The last `sigma` estimate computed (0 before the first).
+    pub fn last_sigma(&self) -> Result<f64> {
+        self.sigma.to_scalar()
+    }
+
+    /// The buffers `u` and `sigma`.
+    pub fn buffers(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("u".into(), self.u.clone()),
+            ("sigma".into(), self.sigma.clone()),
+        ]
+    }
+
+    fn check_kernel(&self, kernel: &Tensor) -> Result<()> {
+        let (o, i, k) = (self.out_channels, self.in_channels, self.kernel_size);
+        if kernel.shape() != [o, i, k, k] {
+            return Err(Error::shape(
+                "SpectralNorm",
+                &[kernel.shape()],
+                format!("expected a ({o}, {i}, {k}, {k}) kernel"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `M u` for `u (N, I, H, W)`.
+    fn apply(&self, u: &Tensor, kernel: &Tensor) -> Result<Tensor> {
+        u.conv2d(kernel, None, &Conv2dParams::same(self.kernel_size))
+    }
+
+    /// `M^T v`: the adjoint of [`Self::apply`] (same kernel, padding `k/2`).
+    fn apply_adjoint(&self, v: &Tensor, kernel: &Tensor) -> Result<Tensor> {
+        let p = self.kernel_size / 2;
+        v.conv_transpose2d(
+            kernel,
+            None,
+            &ConvTranspose2dParams {
+                padding: (p, p),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// One power-iteration step `v = M u / ||M u||`, `u <- M^T v / ||M^T v||`,
+    /// without gradient; updates the buffer `u` in place.
+    pub fn power_step(&self, kernel: &Tensor) -> Result<()> {
+        self.check_kernel(kernel)?;
+        no_grad(|| {
+            let kernel = kernel.detach();
+            let v = normalized(&self.apply(&self.u, &kernel)?)?;
+            let u = self.apply_adjoint(&v, &kernel)?;
+            // a zero kernel (a zero-initialised layer) maps everything to 0:
+            // keep the unit vector rather than losing it
+            if u.square()?.sum_all()?.to_scalar()? > 0.0 {
+                self.u.set_data(&normalized(&u)?.contiguous()?)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `sigma(K) = ||M u||_2` with the stored (detached) `u`, a rank-0 tensor
+    /// differentiable in `kernel`; also stored (detached) as the buffer
+    /// `sigma`. The squared norm is floored at `1e-30` before the root, so a
+    /// zero kernel has a finite (zero) gradient.
+    pub fn sigma(&self, kernel: &Tensor) -> Result<Tensor> {
+        self.check_kernel(kernel)?;
+        let sigma = self
+            .apply(&self.u.detach(), kernel)?
+            .square()?
+            .sum_all()?
+            .clamp(1e-30, f64::INFINITY)?
+            .sqrt()?;
+        no_grad(|| self.sigma.set_data(&sigma.detach()))?;
+        Ok(sigma)
+    }
+
+    /// `K_hat = K / max(1, sigma(K) / coeff)`, differentiable in `kernel`
+    /// (through `sigma` too when the bound is active). With `step`, one
+    /// [`Self::power_step`] runs first (training); without, the stored `u`
+    /// is used as is (evaluation), so the result is a deterministic function
+    /// of `kernel`.
+    pub fn normalize(&self, kernel: &Tensor, step: bool) -> Result<Tensor> {
+        if step {
+            self.power_step(kernel)?;
+        }
+        let factor = self
+            .sigma(kernel)?
+            .div_scalar(self.coeff)?
+            .clamp(1.0, f64::INFINITY)?;
+        kernel.div(&factor)
+    }
+}
