@@ -1,0 +1,150 @@
+//! Invertible periodic convolutions (Hoogeboom, van den Berg and Welling,
+//! "Emerging Convolutions for Generative Normalizing Flows", 2019): a
+//! convolution with circular padding is diagonalised by the 2-D DFT, one
+//! `C x C` complex matrix per frequency.
+
+use crate::flow::{parameter, Flow};
+use crate::layers::spectral_norm::{check_image, check_image_size};
+use flowtensor::fft::{irfft2, rfft2, ComplexTensor};
+use flowtensor::{Conv2dParams, DType, Device, Error, Generator, PadMode, Result, Tensor};
+
+const NAME: &str = "PeriodicConv";
+
+/// The convolution `z = K (*) x` with circular padding (`conv2d` with
+/// [`PadMode::Circular`]) and a `(C, C, k, k)` kernel, `k` odd, on `H x W`
+/// images with `H, W >= k`.
+///
+/// With `G` the kernel placed on an `H x W` grid so that circular
+/// convolution with it is that cross-correlation
+/// (`G[o, c, (r - a) mod H, (r - b) mod W] = K[o, c, a, b]`, `r = k / 2`)
+/// and `W_uv = DFT2(G)[:, :, u, v]` the `C x C` complex matrix at frequency
+/// `(u, v)`, the DFT of the output is `Z_uv = W_uv X_uv`, so
+///
+/// ```text
+/// log |det dz/dx| = sum_{u < H, v < W} log |det W_uv|,
+/// ```
+///
+/// computed from the real-input half spectrum `v <= W / 2` by conjugate
+/// symmetry (`W_{-u,-v} = conj(W_uv)` has the same `|det|`): the columns
+/// `v = 0` and, for even `W`, `v = W / 2` hold every frequency of their own
+/// conjugate pairs and count once; every other column stands for itself and
+/// its mirror `W - v` and counts twice. Inverse: `X_uv = W_uv^{-1} Z_uv` per
+/// frequency ([`ComplexTensor::solve`]), then the inverse real DFT.
+/// Everything is differentiable.
+///
+/// Parameter `kernel`, initialised to the identity (centre tap) plus
+/// `0.01 randn`.
+pub struct PeriodicConv {
+    channels: usize,
+    height: usize,
+    width: usize,
+    kernel_size: usize,
+    kernel: Tensor,
+    /// The count of each half-spectrum frequency, `(H, W / 2 + 1)`.
+    multiplicity: Tensor,
+}
+
+impl PeriodicConv {
+    /// A layer over `channels` channels of `(height, width)` images with a
+    /// `k x k` kernel (`k` odd, at most the image size), drawn from `gen`.
+    pub fn new(
+        channels: usize,
+        (height, width): (usize, usize),
+        k: usize,
+        dtype: DType,
+        device: Device,
+        gen: &mut Generator,
+    ) -> Result<Self> {
+        check_image_size(NAME, channels, (height, width))?;
+        if k.is_multiple_of(2) || k > height || k > width {
+            return Err(Error::invalid(
+                NAME,
+                format!(
+                    "needs an odd kernel size no larger than the {height} x {width} image, got {k}"
+                ),
+            ));
+        }
+        let identity = Tensor::eye(channels, DType::F64, Device::Cpu)?
+            .reshape(&[channels, channels, 1, 1])?
+            .pad(&[(k / 2, k / 2), (k / 2, k / 2)], PadMode::Zero)?;
+        let kernel = gen
+            .randn(&[channels, channels, k, k], DType::F64, Device::Cpu)?
+            .mul_scalar(0.01)?
+            .add(&identity)?;
+        let f = width / 2 + 1;
+        let mut counts = vec![2.0; height * f];
+        for (i, v) in counts.iter_mut().enumerate() {
+            let col = i % f;
+            if col == 0 || (width.is_multiple_of(2) && col == width / 2) {
+                *v = 1.0;
+            }
+        }
+        Ok(PeriodicConv {
+            channels,
+            height,
+            width,
+            kernel_size: k,
+            kernel: parameter(kernel.to_dtype(dtype)?.to_device(device)?)?,
+            multiplicity: Tensor::from_vec(counts, &[height, f], Device::Cpu)?
+                .to_dtype(dtype)?
+                .to_device(device)?,
+        })
+    }
+
+    fn check(&self, x: &Tensor) -> Result<()> {
+        check_image(NAME, x, self.channels, (self.height, self.width))
+    }
+
+    /// `W_uv` for the half spectrum, complex `(H, W / 2 + 1, C, C)`:
+    /// the kernel rotated by 180 degrees in space, zero-padded to `H x W`
+    /// and rolled by `-r` in both directions is `G`.
+    fn spectrum(&self) -> Result<ComplexTensor> {
+        let (h, w, r) = (self.height, self.width, self.kernel_size / 2);
+        let k = self.kernel_size;
+        let grid = self
+            .kernel
+            .flip(&[2, 3])?
+            .pad(&[(0, h - k), (0, w - k)], PadMode::Zero)?;
+        let roll = |size: usize| -> Vec<usize> { (0..size).map(|m| (m + r) % size).collect() };
+        let g = grid.index_select(2, &roll(h))?.index_select(3, &roll(w))?;
+        let spectrum = rfft2(&g)?; // (C, C, H, F)
+        ComplexTensor::new(spectrum.as_tensor().permute(&[2, 3, 0, 1, 4])?)
+    }
+}
+
+impl Flow for PeriodicConv {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.check(x)?;
+        let r = self.kernel_size / 2;
+        let circular = Conv2dParams {
+            padding: (r, r),
+            padding_mode: PadMode::Circular,
+            ..Default::default()
+        };
+        let z = x.conv2d(&self.kernel, None, &circular)?;
+        let logdet = self
+            .spectrum()?
+            .log_abs_det()?
+            .mul(&self.multiplicity)?
+            .sum_all()?;
+        Ok((z, logdet.broadcast_as(&[x.shape()[0]])?.contiguous()?))
+    }
+
+    fn inverse(&self, z: &Tensor) -> Result<Tensor> {
+        self.check(z)?;
+        // (N, C, H, F) -> (H, F, C, N), solve per frequency, and back
+        let zf = rfft2(z)?;
+        let columns = ComplexTensor::new(zf.as_tensor().permute(&[2, 3, 1, 0, 4])?)?;
+        let xf = self.spectrum()?.solve(&columns)?;
+        let xf = ComplexTensor::new(xf.as_tensor().permute(&[3, 2, 0, 1, 4])?)?;
+        irfft2(&xf, self.width)
+    }
+
+    fn parameters(&self) -> Vec<(String, Tensor)> {
+        vec![("kernel".into(), self.kernel.clone())]
+    }
+}
