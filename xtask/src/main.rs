@@ -2,6 +2,7 @@
 //!
 //! - `cargo xtask ci`: formatting check, clippy with warnings denied, and the test suite.
 //! - `cargo xtask bench [NAME] [-- CRITERION ARGS]`: the criterion benches.
+//! - `cargo xtask train|sample|eval|data ...`: training runs (see `flowtrain::cli`).
 
 use clap::{Parser, Subcommand};
 use std::process::{Command, ExitCode};
@@ -25,6 +26,14 @@ enum Task {
         #[arg(last = true)]
         criterion_args: Vec<String>,
     },
+    /// Trains a flow (a preset, a TOML file and flags), evaluating, checkpointing and sampling.
+    Train(Box<flowtrain::cli::TrainArgs>),
+    /// Draws a grid of samples from a run's checkpoint.
+    Sample(flowtrain::cli::SampleArgs),
+    /// Test bits/dim of a run's checkpoint.
+    Eval(flowtrain::cli::EvalArgs),
+    /// Downloads a dataset (mnist, cifar10) and verifies its checksums.
+    Data(flowtrain::cli::DataArgs),
 }
 
 fn cargo(args: &[&str]) -> Result<(), String> {
@@ -68,7 +77,15 @@ fn run(task: Task) -> Result<(), String> {
             }
             cargo(&args)
         }
+        Task::Train(args) => flow(flowtrain::cli::Command::Train(args)),
+        Task::Sample(args) => flow(flowtrain::cli::Command::Sample(args)),
+        Task::Eval(args) => flow(flowtrain::cli::Command::Eval(args)),
+        Task::Data(args) => flow(flowtrain::cli::Command::Data(args)),
     }
+}
+
+fn flow(command: flowtrain::cli::Command) -> Result<(), String> {
+    flowtrain::cli::run(&command).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

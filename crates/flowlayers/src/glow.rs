@@ -11,11 +11,15 @@ use crate::layers::ActNorm;
 use flowtensor::{DType, Device, Error, Generator, Result, Tensor};
 use std::sync::Arc;
 
-/// Builds the mixing layer of one step for a given channel count (an
-/// invertible 1x1 convolution, a permutation, a convolution exponential, ...).
-/// The closure fixes the layer's dtype and device, which must match the
-/// ones given to [`Glow::new`].
-pub type MixingFactory = Arc<dyn Fn(usize, &mut Generator) -> Result<Box<dyn Flow>> + Send + Sync>;
+/// Builds a layer of one step for the per-sample shape `(C, H, W)` it will
+/// see (an invertible 1x1 convolution, a permutation, a convolution
+/// exponential, a Sylvester flow, ...). The closure fixes the layer's dtype
+/// and device, which must match the ones given to [`Glow::new`].
+pub type LayerFactory =
+    Arc<dyn Fn([usize; 3], &mut Generator) -> Result<Box<dyn Flow>> + Send + Sync>;
+
+/// The factory of every step's mixing layer.
+pub type MixingFactory = LayerFactory;
 
 /// The network inside each coupling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +48,10 @@ pub struct GlowConfig {
     pub split_prior: bool,
     /// The mixing layer of every step.
     pub mixing: MixingFactory,
+    /// When set, the layer that replaces the coupling at the end of every
+    /// step (e.g. a generalized Sylvester flow); `coupling`, `conditioner`
+    /// and `hidden` are then unused. Its parameters are named `transform.*`.
+    pub transform: Option<LayerFactory>,
 }
 
 impl GlowConfig {
@@ -58,15 +66,19 @@ impl GlowConfig {
             conditioner: ConditionerKind::GlowNet,
             split_prior: true,
             mixing,
+            transform: None,
         }
     }
 }
 
-/// One flow step: ActNorm, then mixing, then coupling.
+/// One flow step: ActNorm, then mixing, then a coupling (or the layer of
+/// [`GlowConfig::transform`]).
 struct Step {
     actnorm: ActNorm,
     mixing: Box<dyn Flow>,
-    coupling: Coupling,
+    /// `"coupling"` or `"transform"`.
+    transform_name: &'static str,
+    transform: Box<dyn Flow>,
 }
 
 impl Step {
@@ -74,7 +86,7 @@ impl Step {
         [
             ("actnorm", &self.actnorm),
             ("mixing", self.mixing.as_ref()),
-            ("coupling", &self.coupling),
+            (self.transform_name, self.transform.as_ref()),
         ]
     }
 }
@@ -158,19 +170,31 @@ impl Glow {
             let mut steps = Vec::with_capacity(config.steps);
             for _ in 0..config.steps {
                 let actnorm = ActNorm::new(c, dtype, device)?;
-                let mixing = (config.mixing)(c, gen)?;
-                let coupling = match config.conditioner {
-                    ConditionerKind::GlowNet => {
-                        Coupling::glow(c, config.coupling, config.hidden, dtype, device, gen)?
-                    }
-                    ConditionerKind::DenseNetGated(dense) => {
-                        Coupling::densenet(c, config.coupling, dense, dtype, device, gen)?
-                    }
+                let mixing = (config.mixing)([c, h, w], gen)?;
+                let (transform_name, transform): (_, Box<dyn Flow>) = match &config.transform {
+                    Some(factory) => ("transform", factory([c, h, w], gen)?),
+                    None => (
+                        "coupling",
+                        Box::new(match config.conditioner {
+                            ConditionerKind::GlowNet => Coupling::glow(
+                                c,
+                                config.coupling,
+                                config.hidden,
+                                dtype,
+                                device,
+                                gen,
+                            )?,
+                            ConditionerKind::DenseNetGated(dense) => {
+                                Coupling::densenet(c, config.coupling, dense, dtype, device, gen)?
+                            }
+                        }),
+                    ),
                 };
                 steps.push(Step {
                     actnorm,
                     mixing,
-                    coupling,
+                    transform_name,
+                    transform,
                 });
             }
             let end = if l + 1 == config.levels {

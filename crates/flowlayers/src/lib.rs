@@ -19,4 +19,4 @@ pub use compose::{Inverse, Sequential};
 pub use distribution::FlowDistribution;
 pub use flow::{parameter, prefixed, Flow};
 pub use flowtensor;
-pub use glow::{ConditionerKind, Glow, GlowConfig, MixingFactory};
+pub use glow::{ConditionerKind, Glow, GlowConfig, LayerFactory, MixingFactory};

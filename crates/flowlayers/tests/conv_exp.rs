@@ -2,7 +2,7 @@
 //! against the dense operator, training/evaluation behaviour, and errors.
 
 use flowlayers::flowtensor::conv_exp::Terms;
-use flowlayers::layers::conv_exp::ConvExpConfig;
+use flowlayers::layers::conv_exp::{ConvExpConfig, OneByOne};
 use flowlayers::layers::{ConvExp, SpectralNorm};
 use flowlayers::testing::{check_flow, FlowCheck};
 use flowlayers::Flow;
@@ -115,6 +115,27 @@ fn conv_exp_with_adaptive_terms_passes_the_layer_checks() {
     assert_eq!(report.parameters, 3);
     let used = layer.last_terms_used();
     assert!(used > 5 && used < 60, "{used}");
+}
+
+#[test]
+fn conv_exp_with_an_lu_or_no_1x1_passes_the_layer_checks() {
+    // parameters: LU's lower, upper, log_scale (+ kernel, bias), or kernel and bias only
+    for (one_by_one, parameters) in [(OneByOne::Lu, 5), (OneByOne::None, 2)] {
+        let config = ConvExpConfig {
+            one_by_one,
+            ..exact(Terms::Fixed(40))
+        };
+        let mut gen = Generator::new(8);
+        let layer =
+            ConvExp::with_config(3, (3, 4), config, DType::F64, Device::Cpu, &mut gen).unwrap();
+        layer.set_training(false);
+        let report = check_flow(&layer, &[2, 3, 3, 4], &FlowCheck::default()).unwrap();
+        assert_eq!(report.parameters, parameters, "{one_by_one:?}");
+        assert!(
+            report.max_inverse_error < 1e-10 && report.max_logdet_error < 1e-8,
+            "{report:?}"
+        );
+    }
 }
 
 #[test]

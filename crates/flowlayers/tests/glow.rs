@@ -14,13 +14,15 @@ use flowtensor::{DType, Device, Generator, Tensor};
 use std::sync::Arc;
 
 fn lu_mixing(dtype: DType) -> MixingFactory {
-    Arc::new(move |c, gen: &mut Generator| {
+    Arc::new(move |[c, _, _]: [usize; 3], gen: &mut Generator| {
         Ok(Box::new(Conv1x1Lu::new(c, dtype, Device::Cpu, gen)?) as Box<dyn Flow>)
     })
 }
 
 fn reverse_mixing() -> MixingFactory {
-    Arc::new(|c, _: &mut Generator| Ok(Box::new(Permutation::reverse(c)?) as Box<dyn Flow>))
+    Arc::new(|[c, _, _]: [usize; 3], _: &mut Generator| {
+        Ok(Box::new(Permutation::reverse(c)?) as Box<dyn Flow>)
+    })
 }
 
 fn glow(config: GlowConfig, shape: [usize; 3], seed: u64) -> Glow {

@@ -1,3 +1,28 @@
-//! flowtrain: training, evaluation and sampling of flows built with flowlayers.
+//! flowtrain: reproducible training runs of the flows of flowlayers.
+//!
+//! - [`data`]: MNIST (IDX), CIFAR-10 (binary), the built-in `shapes16` set,
+//!   toy densities, and checked downloads;
+//! - [`model`]: a Glow-style flow (or Sylvester flow) over dequantised
+//!   images, built from a [`config::TrainConfig`], with its bounds in bits/dim;
+//! - [`optim`]: Adam, Adamax, SGD, clipping, the schedule, Polyak averages;
+//! - [`train`]: the loop, evaluation, atomic [`checkpoint`]s and resumption;
+//! - [`report`] and [`sampling`]: metrics, the loss plot, sample grids and
+//!   interpolations;
+//! - [`cli`]: `cargo xtask train|sample|eval|data`.
 
-pub use flowlayers;
+pub mod batch;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod dequant;
+pub mod error;
+pub mod model;
+pub mod optim;
+pub mod report;
+pub mod sampling;
+pub mod train;
+
+pub use config::TrainConfig;
+pub use error::{Result, TrainError};
+pub use train::Trainer;

@@ -16,7 +16,7 @@
 //! `trace(M_hat) = H W sum_c K_hat[c, c, k/2, k/2]`.
 
 use crate::flow::{parameter, prefixed, Flow};
-use crate::layers::conv1x1::Conv1x1;
+use crate::layers::conv1x1::{Conv1x1, Conv1x1Lu};
 use crate::layers::spectral_norm::{check_image, SpectralNorm};
 use flowtensor::conv_exp::{conv_exp, conv_exp_inverse, conv_exp_logdet, Terms};
 use flowtensor::{DType, Device, Error, Generator, Result, Tensor};
@@ -34,6 +34,20 @@ pub struct ConvExpConfig {
     /// Series terms of the forward in evaluation mode and of every inverse
     /// (default `Fixed(13)`).
     pub eval_terms: Terms,
+    /// The invertible 1x1 convolution in front of the exponential (default
+    /// [`OneByOne::Plain`]).
+    pub one_by_one: OneByOne,
+}
+
+/// The 1x1 convolution of a [`ConvExp`] layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OneByOne {
+    /// [`Conv1x1`]: a free `C x C` matrix (the paper's layer).
+    Plain,
+    /// [`Conv1x1Lu`]: LU-parametrised (Glow's, used by `glow-mnist-ref`).
+    Lu,
+    /// None: the layer is the exponential and the bias only.
+    None,
 }
 
 impl Default for ConvExpConfig {
@@ -43,12 +57,13 @@ impl Default for ConvExpConfig {
             coeff: 0.95,
             train_terms: Terms::Fixed(6),
             eval_terms: Terms::Fixed(13),
+            one_by_one: OneByOne::Plain,
         }
     }
 }
 
-/// The convolution-exponential mixing layer: an invertible 1x1 convolution,
-/// then the convolution exponential of a spectrally normalised `k x k`
+/// The convolution-exponential mixing layer: an invertible 1x1 convolution
+/// ([`ConvExpConfig::one_by_one`]: plain, LU or none), then the convolution exponential of a spectrally normalised `k x k`
 /// convolution, then a per-channel bias.
 ///
 /// On `x (N, C, H, W)` (with the `H x W` given at construction, which the
@@ -82,7 +97,7 @@ pub struct ConvExp {
     height: usize,
     width: usize,
     config: ConvExpConfig,
-    conv1x1: Conv1x1,
+    conv1x1: Option<Box<dyn Flow>>,
     kernel: Tensor,
     bias: Tensor,
     spectral_norm: SpectralNorm,
@@ -123,7 +138,11 @@ impl ConvExp {
                 }
             }
         }
-        let conv1x1 = Conv1x1::new(channels, dtype, device, gen)?;
+        let conv1x1: Option<Box<dyn Flow>> = match config.one_by_one {
+            OneByOne::Plain => Some(Box::new(Conv1x1::new(channels, dtype, device, gen)?)),
+            OneByOne::Lu => Some(Box::new(Conv1x1Lu::new(channels, dtype, device, gen)?)),
+            OneByOne::None => None,
+        };
         let k = config.kernel_size;
         if k.is_multiple_of(2) {
             return Err(Error::invalid(
@@ -215,12 +234,17 @@ impl Flow for ConvExp {
         } else {
             self.config.eval_terms
         };
-        let (y, logdet_1x1) = self.conv1x1.forward(x)?;
+        let exp_logdet = self.exp_logdet(&kernel, x.shape()[0])?;
+        let (y, logdet) = match &self.conv1x1 {
+            Some(conv1x1) => {
+                let (y, logdet_1x1) = conv1x1.forward(x)?;
+                (y, logdet_1x1.add(&exp_logdet)?)
+            }
+            None => (x.clone(), exp_logdet),
+        };
         let (z, used) = conv_exp(&y, &kernel, terms)?;
         self.record_terms(&used);
-        let z = z.add(&self.bias)?;
-        let logdet = logdet_1x1.add(&self.exp_logdet(&kernel, x.shape()[0])?)?;
-        Ok((z, logdet))
+        Ok((z.add(&self.bias)?, logdet))
     }
 
     fn inverse(&self, z: &Tensor) -> Result<Tensor> {
@@ -228,7 +252,10 @@ impl Flow for ConvExp {
         let kernel = self.spectral_norm.normalize(&self.kernel, false)?;
         let (y, used) = conv_exp_inverse(&z.sub(&self.bias)?, &kernel, self.config.eval_terms)?;
         self.record_terms(&used);
-        self.conv1x1.inverse(&y)
+        match &self.conv1x1 {
+            Some(conv1x1) => conv1x1.inverse(&y),
+            None => Ok(y),
+        }
     }
 
     fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -236,26 +263,39 @@ impl Flow for ConvExp {
         let kernel = self.spectral_norm.normalize(&self.kernel, false)?;
         let (y, used) = conv_exp_inverse(&z.sub(&self.bias)?, &kernel, self.config.eval_terms)?;
         self.record_terms(&used);
-        let (x, logdet_1x1) = self.conv1x1.inverse_with_logdet(&y)?;
-        let logdet = logdet_1x1.sub(&self.exp_logdet(&kernel, z.shape()[0])?)?;
-        Ok((x, logdet))
+        let exp_logdet = self.exp_logdet(&kernel, z.shape()[0])?;
+        match &self.conv1x1 {
+            Some(conv1x1) => {
+                let (x, logdet_1x1) = conv1x1.inverse_with_logdet(&y)?;
+                Ok((x, logdet_1x1.sub(&exp_logdet)?))
+            }
+            None => Ok((y, exp_logdet.neg()?)),
+        }
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
-        let mut params = prefixed("conv1x1", self.conv1x1.parameters());
+        let mut params = self
+            .conv1x1
+            .as_ref()
+            .map_or_else(Vec::new, |c| prefixed("conv1x1", c.parameters()));
         params.push(("kernel".into(), self.kernel.clone()));
         params.push(("bias".into(), self.bias.clone()));
         params
     }
 
     fn buffers(&self) -> Vec<(String, Tensor)> {
-        let mut buffers = prefixed("conv1x1", self.conv1x1.buffers());
+        let mut buffers = self
+            .conv1x1
+            .as_ref()
+            .map_or_else(Vec::new, |c| prefixed("conv1x1", c.buffers()));
         buffers.extend(prefixed("spectral_norm", self.spectral_norm.buffers()));
         buffers
     }
 
     fn set_training(&self, training: bool) {
         self.training.store(training, Ordering::Relaxed);
-        self.conv1x1.set_training(training);
+        if let Some(conv1x1) = &self.conv1x1 {
+            conv1x1.set_training(training);
+        }
     }
 }

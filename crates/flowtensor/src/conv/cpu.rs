@@ -7,7 +7,7 @@
 
 use super::direct3x3::{self, DirectConv};
 use super::geometry::ConvGeom;
-use crate::cpu::matmul::gemm_is_threaded;
+use crate::cpu::matmul::{gemm_is_threaded, small_gemm};
 use crate::Element;
 use rayon::prelude::*;
 
@@ -34,6 +34,19 @@ fn gemm<T: Element>(
     );
     // SAFETY: the bounds of all three matrices were checked above; c is exclusive.
     unsafe {
+        let (ap, bp, cp) = (a.0.as_ptr(), b.0.as_ptr(), c.as_mut_ptr());
+        let strides = [a.1, a.2, b.1, b.2].map(|s| s as isize);
+        if small_gemm(
+            m,
+            k,
+            n,
+            (ap, strides[0], strides[1]),
+            (bp, strides[2], strides[3]),
+            cp,
+            accumulate,
+        ) {
+            return;
+        }
         T::gemm(
             m,
             k,

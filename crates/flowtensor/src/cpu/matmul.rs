@@ -20,6 +20,86 @@ pub(crate) fn gemm_is_threaded(m: usize, k: usize, n: usize) -> bool {
     m * k + k * n >= GEMM_THREADING_SIZE
 }
 
+/// The most multiply-adds per output row (rows of `b` combined) or output
+/// elements (dot products) that [`small_gemm`] handles: below it,
+/// matrixmultiply's packing costs more than the product (the 1x1
+/// convolutions of flows with 4 to 16 channels).
+const SMALL_GEMM: usize = 256;
+
+/// `c (+)= a b` (row-major `c` with row stride `n`) by direct loops when
+/// the product is small in the way 1x1 convolutions with few channels are;
+/// returns whether it did:
+/// - `m k <= SMALL_GEMM` and `b`'s rows contiguous: each row of `c` is a
+///   combination of `k` rows of `b` (channel mixing and its input gradient);
+/// - `m n <= SMALL_GEMM`, `a`'s rows and `b`'s columns contiguous: each
+///   element of `c` is a dot product of length `k` (the weight gradient).
+///
+/// # Safety
+/// The pointers and strides must describe valid m x k, k x n and m x n
+/// matrices, and `c` must not alias `a` or `b`.
+pub(crate) unsafe fn small_gemm<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    (a, rsa, csa): (*const T, isize, isize),
+    (b, rsb, csb): (*const T, isize, isize),
+    c: *mut T,
+    accumulate: bool,
+) -> bool {
+    let at = |i: usize, j: usize| *a.offset(i as isize * rsa + j as isize * csa);
+    if m * k <= SMALL_GEMM && csb == 1 {
+        // `c` may be uninitialised when not accumulating: its first term is
+        // written, never read.
+        for i in 0..m {
+            let ci = c.add(i * n);
+            for j in 0..k {
+                let aij = at(i, j);
+                let bj = std::slice::from_raw_parts(b.offset(j as isize * rsb), n);
+                if j == 0 && !accumulate {
+                    for (l, &v) in bj.iter().enumerate() {
+                        ci.add(l).write(aij * v);
+                    }
+                } else {
+                    for (l, &v) in bj.iter().enumerate() {
+                        *ci.add(l) = *ci.add(l) + aij * v;
+                    }
+                }
+            }
+        }
+        return true;
+    }
+    if m * n <= SMALL_GEMM && csa == 1 && rsb == 1 {
+        for i in 0..m {
+            let ai = std::slice::from_raw_parts(a.offset(i as isize * rsa), k);
+            for j in 0..n {
+                let bj = std::slice::from_raw_parts(b.offset(j as isize * csb), k);
+                let dot = dot(ai, bj);
+                let cij = c.add(i * n + j);
+                cij.write(if accumulate { *cij + dot } else { dot });
+            }
+        }
+        return true;
+    }
+    false
+}
+
+/// `sum_i x_i y_i` with eight partial sums (so that it vectorises).
+fn dot<T: Element>(x: &[T], y: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail = xc
+        .remainder()
+        .iter()
+        .zip(yc.remainder())
+        .fold(T::zero(), |s, (&a, &b)| s + a * b);
+    for (xs, ys) in xc.zip(yc) {
+        for l in 0..8 {
+            acc[l] = acc[l] + xs[l] * ys[l];
+        }
+    }
+    acc.iter().fold(tail, |s, &v| s + v)
+}
+
 /// `a @ b` for layouts `(..., m, k)` and `(..., k, n)` with equal batch
 /// dimensions; returns the contiguous `(..., m, n)` result.
 pub fn matmul<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
@@ -48,6 +128,12 @@ pub fn matmul<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> 
         // strides come from layouts whose every element lies inside it; `c` is a
         // distinct m x n buffer, fully written because beta is 0.
         unsafe {
+            let (ap, bp) = (a.as_ptr().add(oa), b.as_ptr().add(ob));
+            let cp = c.as_mut_ptr().cast::<T>();
+            let a_mat = (ap, sa[r - 2], sa[r - 1]);
+            if small_gemm(m, k, n, a_mat, (bp, sb[r - 2], sb[r - 1]), cp, false) {
+                return;
+            }
             T::gemm(
                 m,
                 k,

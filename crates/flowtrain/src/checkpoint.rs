@@ -1,0 +1,165 @@
+//! Checkpoints: named tensors and string metadata in one safetensors file,
+//! written atomically (a temporary file in the same directory, flushed to
+//! disk, then renamed over the target), so a crash mid-write leaves the
+//! previous checkpoint intact.
+
+use crate::error::{Result, TrainError};
+use crate::model::Model;
+use flowtensor::{DType, Device, Tensor};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+/// The content of a checkpoint file.
+pub struct Checkpoint {
+    pub tensors: HashMap<String, Tensor>,
+    pub metadata: HashMap<String, String>,
+}
+
+fn bytes_of(t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
+    Ok(match t.dtype() {
+        DType::F32 => (
+            Dtype::F32,
+            t.to_vec::<f32>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        DType::F64 => (
+            Dtype::F64,
+            t.to_vec::<f64>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+    })
+}
+
+/// Writes `tensors` and `metadata` to `path` atomically.
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let fail = |detail: String| TrainError::checkpoint(path, detail);
+    let encoded = tensors
+        .iter()
+        .map(|(name, t)| Ok((name.clone(), t.shape().to_vec(), bytes_of(t)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let views = encoded
+        .iter()
+        .map(|(name, shape, (dtype, data))| {
+            TensorView::new(*dtype, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| fail(format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::tensor::serialize(views, Some(metadata))
+        .map_err(|e| fail(format!("cannot serialise: {e}")))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| TrainError::io(dir, e))?;
+    tmp.write_all(&bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| TrainError::io(tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| TrainError::io(path, e.error))?;
+    // make the rename itself durable
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint; a truncated or malformed file is an error naming it.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    let fail = |detail: String| TrainError::checkpoint(path, detail);
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| fail(format!("not a valid safetensors file: {e}")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| fail(format!("not a valid safetensors file: {e}")))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        let data = view.data();
+        let shape = view.shape().to_vec();
+        let tensor = match view.dtype() {
+            Dtype::F32 => Tensor::from_vec(
+                data.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect::<Vec<_>>(),
+                &shape,
+                Device::Cpu,
+            )?,
+            Dtype::F64 => Tensor::from_vec(
+                data.chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().expect("8-byte chunk")))
+                    .collect::<Vec<_>>(),
+                &shape,
+                Device::Cpu,
+            )?,
+            other => {
+                return Err(fail(format!(
+                    "tensor {name} has unsupported dtype {other:?}"
+                )))
+            }
+        };
+        tensors.insert(name, tensor);
+    }
+    Ok(Checkpoint { tensors, metadata })
+}
+
+/// The model's parameters (`param.*`) and buffers (`buffer.*`).
+pub fn model_tensors(model: &Model) -> Vec<(String, Tensor)> {
+    let mut all = flowlayers::prefixed("param", model.parameters());
+    all.extend(flowlayers::prefixed("buffer", model.buffers()));
+    all
+}
+
+impl Checkpoint {
+    /// Copies the saved parameters and buffers into `model` (every one must
+    /// be present with the model's shape and dtype).
+    pub fn load_model(&self, model: &Model, path: &Path) -> Result<()> {
+        for (name, t) in model_tensors(model) {
+            t.set_data(&self.tensor_like(path, &name, &t)?)?;
+        }
+        Ok(())
+    }
+
+    /// The tensor `name`, checked against the shape and dtype of `like`.
+    pub fn tensor_like(&self, path: &Path, name: &str, like: &Tensor) -> Result<Tensor> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| TrainError::checkpoint(path, format!("missing tensor {name}")))?;
+        if t.shape() != like.shape() || t.dtype() != like.dtype() {
+            return Err(TrainError::checkpoint(
+                path,
+                format!(
+                    "tensor {name} is {:?} {:?}, the model expects {:?} {:?}",
+                    t.dtype(),
+                    t.shape(),
+                    like.dtype(),
+                    like.shape()
+                ),
+            ));
+        }
+        Ok(t.to_device(like.device())?)
+    }
+
+    /// The metadata entry `key`, parsed.
+    pub fn meta<T: std::str::FromStr>(&self, path: &Path, key: &str) -> Result<T> {
+        self.metadata
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                TrainError::checkpoint(path, format!("missing or invalid metadata {key:?}"))
+            })
+    }
+}

@@ -1,0 +1,69 @@
+//! CIFAR-10 in its binary version: each record is one label byte and then
+//! 3072 pixel bytes (the 1024 red, then green, then blue values of a 32x32
+//! image, row-major), 10000 records per batch file.
+
+use super::{ImageSet, Splits};
+use crate::error::{Result, TrainError};
+use std::path::{Path, PathBuf};
+
+const RECORD: usize = 1 + 3 * 32 * 32;
+
+/// The records of one batch file.
+pub fn read_batch(path: &Path) -> Result<ImageSet> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
+        return Err(TrainError::data(
+            path,
+            format!(
+                "{} bytes is not a whole number of {RECORD}-byte records (truncated or not a CIFAR-10 binary batch)",
+                bytes.len()
+            ),
+        ));
+    }
+    let n = bytes.len() / RECORD;
+    let mut pixels = Vec::with_capacity(n * (RECORD - 1));
+    let mut labels = Vec::with_capacity(n);
+    for (i, record) in bytes.chunks_exact(RECORD).enumerate() {
+        if record[0] > 9 {
+            return Err(TrainError::data(
+                path,
+                format!("record {i} has label {}, expected 0..=9", record[0]),
+            ));
+        }
+        labels.push(record[0]);
+        pixels.extend_from_slice(&record[1..]);
+    }
+    ImageSet::new(pixels, [3, 32, 32], labels)
+}
+
+/// The directory holding the batches: `dir` or its `cifar-10-batches-bin`.
+fn batch_dir(dir: &Path) -> PathBuf {
+    let nested = dir.join("cifar-10-batches-bin");
+    if nested.is_dir() {
+        nested
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// CIFAR-10 from `dir` (or `dir/cifar-10-batches-bin`): `data_batch_1.bin`
+/// .. `data_batch_5.bin` for training, `test_batch.bin` for testing.
+pub fn load(dir: &Path) -> Result<Splits> {
+    let dir = batch_dir(dir);
+    let mut train: Option<ImageSet> = None;
+    for i in 1..=5 {
+        let batch = read_batch(&dir.join(format!("data_batch_{i}.bin")))?;
+        match &mut train {
+            None => train = Some(batch),
+            Some(t) => {
+                t.pixels.extend(batch.pixels);
+                t.labels.extend(batch.labels);
+            }
+        }
+    }
+    let train = train.ok_or_else(|| TrainError::data(&dir, "no training batches"))?;
+    Ok(Splits {
+        train,
+        test: read_batch(&dir.join("test_batch.bin"))?,
+    })
+}

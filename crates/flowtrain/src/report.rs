@@ -1,0 +1,153 @@
+//! A run's outputs besides checkpoints: metrics files, the loss-curve plot,
+//! sample grids and interpolation strips as PNG.
+
+use crate::error::{Result, TrainError};
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+/// One evaluation, a line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub step: u64,
+    pub epoch: f64,
+    /// Mean training bpd since the previous evaluation.
+    pub train_bpd: f64,
+    /// Test bpd with one dequantisation draw (the ELBO bpd under variational dequantisation).
+    pub test_bpd: f64,
+    /// Importance-weighted test bpd (variational dequantisation only).
+    pub test_bpd_iw: Option<f64>,
+    pub lr: f64,
+    pub train_seconds: f64,
+}
+
+/// `metrics.json`, written at the end of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub test_bpd: f64,
+    pub test_bpd_iw: Option<f64>,
+    /// Seconds in the training loop only (no evaluation, checkpoints or outputs).
+    pub train_seconds: f64,
+    pub sec_per_step: f64,
+    pub steps: u64,
+    pub parameters: usize,
+    pub threads: usize,
+}
+
+/// Appends one JSON line to `path`.
+pub fn append_jsonl<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let line = serde_json::to_string(value).map_err(|e| TrainError::Config(e.to_string()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))?;
+    writeln!(file, "{line}").map_err(|e| TrainError::io(path, e))
+}
+
+/// Writes `value` as pretty JSON.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| TrainError::Config(e.to_string()))?;
+    std::fs::write(path, text + "\n").map_err(|e| TrainError::io(path, e))
+}
+
+/// The loss curve: training bpd per step and test bpd per evaluation, as SVG.
+pub fn plot_losses(path: &Path, train: &[(u64, f64)], test: &[(u64, f64)]) -> Result<()> {
+    let fail = |e: String| TrainError::Config(format!("plot {}: {e}", path.display()));
+    let all = train
+        .iter()
+        .chain(test)
+        .map(|&(_, v)| v)
+        .filter(|v| v.is_finite());
+    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    if !lo.is_finite() {
+        return Ok(());
+    }
+    let last = train
+        .iter()
+        .chain(test)
+        .map(|&(s, _)| s)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("bits per dimension", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0u64..last, (lo - pad)..(hi + pad))
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("bpd")
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .draw_series(LineSeries::new(train.iter().copied(), &BLUE))
+        .map_err(|e| fail(e.to_string()))?
+        .label("train")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    chart
+        .draw_series(LineSeries::new(test.iter().copied(), &RED))
+        .map_err(|e| fail(e.to_string()))?
+        .label("test")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    root.present().map_err(|e| fail(e.to_string()))
+}
+
+/// Writes `images` (8-bit, channel-first, `(C, H, W)` each, `C` 1 or 3) as
+/// a PNG grid of `cols` columns with a 1-pixel black border between them.
+pub fn write_grid(path: &Path, images: &[u8], [c, h, w]: [usize; 3], cols: usize) -> Result<()> {
+    let per = c * h * w;
+    let n = images.len() / per.max(1);
+    if per == 0 || n == 0 || !matches!(c, 1 | 3) {
+        return Err(TrainError::Config(format!(
+            "{}: cannot draw {} bytes as images of shape {:?}",
+            path.display(),
+            images.len(),
+            [c, h, w]
+        )));
+    }
+    let cols = cols.clamp(1, n);
+    let rows = n.div_ceil(cols);
+    let (gw, gh) = (cols * (w + 1) + 1, rows * (h + 1) + 1);
+    let mut canvas = vec![0u8; gw * gh * c];
+    for (i, image) in images.chunks_exact(per).enumerate() {
+        let (r, q) = (i / cols, i % cols);
+        for y in 0..h {
+            for x in 0..w {
+                let (py, px) = (r * (h + 1) + 1 + y, q * (w + 1) + 1 + x);
+                for ch in 0..c {
+                    canvas[(py * gw + px) * c + ch] = image[(ch * h + y) * w + x];
+                }
+            }
+        }
+    }
+    let file = std::fs::File::create(path).map_err(|e| TrainError::io(path, e))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), gw as u32, gh as u32);
+    encoder.set_color(if c == 1 {
+        png::ColorType::Grayscale
+    } else {
+        png::ColorType::Rgb
+    });
+    encoder.set_depth(png::BitDepth::Eight);
+    let png_err = |e: png::EncodingError| TrainError::Config(format!("{}: {e}", path.display()));
+    let mut writer = encoder.write_header().map_err(png_err)?;
+    writer.write_image_data(&canvas).map_err(png_err)?;
+    writer.finish().map_err(png_err)
+}

@@ -1,0 +1,99 @@
+//! Samples and interpolations from a trained model, and loading a model
+//! from a run's checkpoint (`cargo xtask sample|eval`).
+
+use crate::checkpoint;
+use crate::config::TrainConfig;
+use crate::data::ImageSet;
+use crate::error::{Result, TrainError};
+use crate::model::{Model, DTYPE};
+use crate::report::write_grid;
+use crate::train::{load_data, CHECKPOINT, TEMPERATURES};
+use flowtensor::{no_grad, Device, Generator, Tensor};
+use std::path::{Path, PathBuf};
+
+/// `n` samples at `temperature` as 8-bit images.
+pub fn sample_images(
+    model: &Model,
+    n: usize,
+    temperature: f64,
+    gen: &mut Generator,
+) -> Result<Vec<u8>> {
+    model.set_training(false);
+    let y = no_grad(|| model.distribution.sample(n, temperature, gen))?;
+    Ok(model.to_discrete(&y)?)
+}
+
+/// Images decoded from latents on the straight line between the latents of
+/// two images `a` and `b` (dequantised with `u = 1/2`): `steps` points from
+/// `a` to `b`, both ends included.
+pub fn interpolate(model: &Model, a: &[u8], b: &[u8], steps: usize) -> Result<Vec<u8>> {
+    model.set_training(false);
+    let [c, h, w] = model.shape;
+    let shift = 8 - model.n_bits;
+    let values: Vec<f32> = a.iter().chain(b).map(|&v| f32::from(v >> shift)).collect();
+    let x = Tensor::from_vec(values, &[2, c, h, w], Device::Cpu)?;
+    let y = model.to_continuous(&x, &Tensor::full(0.5, x.shape(), DTYPE, Device::Cpu)?)?;
+    let decoded = no_grad(|| -> flowtensor::Result<Tensor> {
+        let (z, _) = model.distribution.flow.forward(&y)?;
+        let (z0, z1) = (z.narrow(0, 0, 1)?, z.narrow(0, 1, 1)?);
+        let line = (0..steps)
+            .map(|i| {
+                let t = i as f64 / (steps.max(2) - 1) as f64;
+                z0.mul_scalar(1.0 - t)?.add(&z1.mul_scalar(t)?)
+            })
+            .collect::<flowtensor::Result<Vec<_>>>()?;
+        model
+            .distribution
+            .flow
+            .inverse(&Tensor::cat(&line.iter().collect::<Vec<_>>(), 0)?)
+    })?;
+    Ok(model.to_discrete(&decoded)?)
+}
+
+/// Writes `samples_t{T}.png` for every temperature of [`TEMPERATURES`] and
+/// `interpolation.png` (between the first two test images) into `dir`.
+pub fn write_outputs(
+    model: &Model,
+    test: &ImageSet,
+    dir: &Path,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let cols = (n as f64).sqrt().ceil() as usize;
+    for t in TEMPERATURES {
+        let mut gen = Generator::new(seed);
+        let images = sample_images(model, n, t, &mut gen)?;
+        let path = dir.join(format!("samples_t{t:.1}.png"));
+        write_grid(&path, &images, model.shape, cols)?;
+        written.push(path);
+    }
+    if test.len() >= 2 {
+        let strip = interpolate(model, test.image(0), test.image(1), 10)?;
+        let path = dir.join("interpolation.png");
+        write_grid(&path, &strip, model.shape, 10)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The configuration and model saved in `run_dir`'s checkpoint, with the
+/// Polyak averages in place of the parameters when the run kept them.
+pub fn load_run(run_dir: &Path) -> Result<(TrainConfig, Model)> {
+    let path = run_dir.join(CHECKPOINT);
+    let ckpt = checkpoint::load(&path)?;
+    let text = ckpt
+        .metadata
+        .get("config")
+        .ok_or_else(|| TrainError::checkpoint(&path, "no configuration in the metadata"))?;
+    let config = TrainConfig::default().merge_toml(text)?;
+    let shape = load_data(&config)?.train.shape;
+    let model = Model::new(&config, shape, Device::Cpu, &mut Generator::new(0))?;
+    ckpt.load_model(&model, &path)?;
+    if config.polyak.is_some() {
+        for (name, p) in model.parameters() {
+            p.set_data(&ckpt.tensor_like(&path, &format!("polyak.{name}"), &p)?)?;
+        }
+    }
+    Ok((config, model))
+}

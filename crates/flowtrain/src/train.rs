@@ -1,0 +1,474 @@
+//! The training loop: batches, the bits/dim objective, clipping, the
+//! schedule, evaluation, atomic checkpoints, `--resume`, and the outputs.
+
+use crate::batch::{images_tensor, step_indices};
+use crate::checkpoint::{self, Checkpoint};
+use crate::config::{DatasetKind, TrainConfig};
+use crate::data::{cifar10, mnist, shapes, Splits};
+use crate::error::{Result, TrainError};
+use crate::model::{Model, DTYPE};
+use crate::optim::{clip_factor, Optimizer, Polyak};
+use crate::report::{self, Evaluation, Summary};
+use crate::sampling;
+use flowtensor::{no_grad, Device, Generator, GeneratorState, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Salts that separate the generators of one seed.
+const INIT_SALT: u64 = 0x1;
+const NOISE_SALT: u64 = 0x2;
+const EVAL_SALT: u64 = 0x3;
+const SAMPLE_SALT: u64 = 0x4;
+
+/// The name of the checkpoint file in a run's folder.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// The temperatures of the sample grids.
+pub const TEMPERATURES: [f64; 3] = [0.5, 0.7, 1.0];
+
+/// Loads the dataset of `config`.
+pub fn load_data(config: &TrainConfig) -> Result<Splits> {
+    let dir = || {
+        config
+            .data_dir
+            .clone()
+            .ok_or_else(|| TrainError::Config("this dataset needs data_dir (--data DIR)".into()))
+    };
+    match config.dataset {
+        DatasetKind::Shapes16 => shapes::load(),
+        DatasetKind::Mnist => mnist::load(&dir()?),
+        DatasetKind::Cifar10 => cifar10::load(&dir()?),
+    }
+}
+
+/// A training run in its folder.
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub run_dir: PathBuf,
+    pub model: Model,
+    pub data: Splits,
+    optimizer: Optimizer,
+    polyak: Option<Polyak>,
+    /// Steps taken.
+    step: u64,
+    /// Dequantisation noise and flips of training batches.
+    noise: Generator,
+    /// `(step, training bpd)` of every step, for the loss plot.
+    train_curve: Vec<(u64, f64)>,
+    /// `(step, test bpd)` of every evaluation.
+    test_curve: Vec<(u64, f64)>,
+    train_seconds: f64,
+    last_checkpoint: Option<PathBuf>,
+    /// `(step, test bpd, importance-weighted test bpd)` of the last evaluation.
+    last_evaluation: Option<(u64, f64, Option<f64>)>,
+    /// Show a progress bar (off in tests).
+    pub progress: bool,
+}
+
+impl Trainer {
+    /// A fresh run of `config` in `run_dir` (created; it must not hold a checkpoint).
+    pub fn new(config: TrainConfig, run_dir: &Path) -> Result<Self> {
+        config.check()?;
+        if run_dir.join(CHECKPOINT).exists() {
+            return Err(TrainError::Config(format!(
+                "{} already holds a run; use --resume to continue it or choose another --out",
+                run_dir.display()
+            )));
+        }
+        std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
+        let data = load_data(&config)?;
+        let mut init = Generator::new(config.seed ^ INIT_SALT << 56);
+        let model = Model::new(&config, data.train.shape, Device::Cpu, &mut init)?;
+        let params = model.parameters();
+        let polyak = config.polyak.map(|d| Polyak::new(d, &params)).transpose()?;
+        let optimizer = Optimizer::new(config.optimizer, params)?;
+        std::fs::write(run_dir.join("config.toml"), config.to_toml()?)
+            .map_err(|e| TrainError::io(&run_dir.join("config.toml"), e))?;
+        let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
+        Ok(Trainer {
+            noise: Generator::new(config.seed ^ NOISE_SALT << 56),
+            config,
+            run_dir: run_dir.to_path_buf(),
+            model,
+            data,
+            optimizer,
+            polyak,
+            step: 0,
+            train_curve: Vec::new(),
+            test_curve: Vec::new(),
+            train_seconds: 0.0,
+            last_checkpoint: None,
+            last_evaluation: None,
+            progress: true,
+        })
+    }
+
+    /// Continues the run saved in `run_dir` with its saved configuration
+    /// (`steps`, when given, replaces the saved total).
+    pub fn resume(run_dir: &Path, steps: Option<u64>) -> Result<Self> {
+        let path = run_dir.join(CHECKPOINT);
+        let ckpt = checkpoint::load(&path)?;
+        let text = ckpt
+            .metadata
+            .get("config")
+            .ok_or_else(|| TrainError::checkpoint(&path, "no configuration in the metadata"))?;
+        let mut config = TrainConfig::default().merge_toml(text)?;
+        if let Some(steps) = steps {
+            config.steps = steps;
+            config.epochs = None;
+        }
+        config.check()?;
+        let data = load_data(&config)?;
+        let mut init = Generator::new(config.seed ^ INIT_SALT << 56);
+        let model = Model::new(&config, data.train.shape, Device::Cpu, &mut init)?;
+        let params = model.parameters();
+        let polyak = config.polyak.map(|d| Polyak::new(d, &params)).transpose()?;
+        let mut optimizer = Optimizer::new(config.optimizer, params)?;
+        let mut trainer = Trainer {
+            noise: Generator::new(0),
+            config,
+            run_dir: run_dir.to_path_buf(),
+            model,
+            data,
+            optimizer: Optimizer::new(
+                crate::optim::OptimizerKind::Sgd { momentum: 0.0 },
+                Vec::new(),
+            )?,
+            polyak,
+            step: 0,
+            train_curve: Vec::new(),
+            test_curve: Vec::new(),
+            train_seconds: 0.0,
+            last_checkpoint: Some(path.clone()),
+            last_evaluation: None,
+            progress: true,
+        };
+        trainer.restore(&ckpt, &path, &mut optimizer)?;
+        trainer.optimizer = optimizer;
+        Ok(trainer)
+    }
+
+    /// Total steps of the run.
+    pub fn total_steps(&self) -> u64 {
+        match self.config.epochs {
+            Some(e) => e * (self.data.train.len() / self.config.batch_size).max(1) as u64,
+            None => self.config.steps,
+        }
+    }
+
+    /// Steps taken so far.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Seconds spent in training steps so far.
+    pub fn train_seconds(&self) -> f64 {
+        self.train_seconds
+    }
+
+    /// One training step; returns the batch's bpd.
+    fn train_step(&mut self) -> Result<f64> {
+        if self.step == 0 {
+            self.initialize()?;
+        }
+        let config = &self.config;
+        let n = self.data.train.len();
+        let indices = step_indices(config.seed, self.step, config.batch_size, n);
+        let flips: Option<Vec<bool>> = config.hflip.then(|| {
+            let u = self
+                .noise
+                .uniform(&[indices.len()], 0.0, 1.0, DTYPE, Device::Cpu);
+            u.and_then(|u| u.to_vec_f64())
+                .map(|u| u.into_iter().map(|v| v < 0.5).collect())
+                .unwrap_or_default()
+        });
+        let x = images_tensor(
+            &self.data.train,
+            &indices,
+            config.n_bits,
+            flips.as_deref(),
+            DTYPE,
+            Device::Cpu,
+        )?;
+        self.model.set_training(true);
+        let ll = self.model.elbo(&x, &mut self.noise)?;
+        let loss = ll
+            .mean_all()?
+            .mul_scalar(-1.0 / (self.model.dims() as f64 * std::f64::consts::LN_2))?;
+        let bpd = loss.to_scalar()?;
+        if !bpd.is_finite() {
+            return Err(self.non_finite(bpd));
+        }
+        self.optimizer.zero_grad();
+        loss.backward()?;
+        let norm = self.optimizer.grad_norm()?;
+        if !norm.is_finite() {
+            return Err(self.non_finite(norm));
+        }
+        let lr = config.schedule().lr(self.step);
+        self.optimizer
+            .step(lr, clip_factor(norm, config.max_grad_norm))?;
+        if let Some(polyak) = &self.polyak {
+            polyak.update(self.optimizer.params())?;
+        }
+        self.step += 1;
+        Ok(bpd)
+    }
+
+    fn non_finite(&self, value: f64) -> TrainError {
+        TrainError::NonFinite {
+            step: self.step + 1,
+            loss: value,
+            checkpoint: self.last_checkpoint.clone(),
+        }
+    }
+
+    /// ActNorm's data-dependent initialisation: one forward in training
+    /// mode on the first `init_batch_size` images of the first epoch,
+    /// dequantised with `u = 1/2`.
+    fn initialize(&mut self) -> Result<()> {
+        let n = self.data.train.len();
+        let count = self.config.init_batch_size.min(n);
+        let order = crate::batch::epoch_order(self.config.seed, 0, n);
+        let x = images_tensor(
+            &self.data.train,
+            &order[..count],
+            self.config.n_bits,
+            None,
+            DTYPE,
+            Device::Cpu,
+        )?;
+        let y = self
+            .model
+            .to_continuous(&x, &Tensor::full(0.5, x.shape(), DTYPE, Device::Cpu)?)?;
+        self.model.set_training(true);
+        no_grad(|| self.model.distribution.log_prob(&y).map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Runs until `until` steps (at most the run's total), evaluating and
+    /// checkpointing on schedule.
+    pub fn train_until(&mut self, until: u64) -> Result<()> {
+        let total = self.total_steps();
+        let until = until.min(total);
+        let bar = if self.progress {
+            ProgressBar::new(total)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_position(self.step);
+        let mut since_eval = Vec::new();
+        let images_per_step = self.config.batch_size as f64;
+        while self.step < until {
+            let start = Instant::now();
+            let bpd = self.train_step()?;
+            let seconds = start.elapsed().as_secs_f64();
+            self.train_seconds += seconds;
+            self.train_curve.push((self.step, bpd));
+            since_eval.push(bpd);
+            bar.set_position(self.step);
+            bar.set_message(format!(
+                "loss {:.4} bpd {:.4} {:.0} img/s",
+                bpd * self.model.dims() as f64 * std::f64::consts::LN_2,
+                bpd,
+                images_per_step / seconds
+            ));
+            if self.step.is_multiple_of(self.config.eval_every) || self.step == total {
+                let (test_bpd, test_bpd_iw) = self.evaluate()?;
+                let train_bpd = since_eval.iter().sum::<f64>() / since_eval.len().max(1) as f64;
+                since_eval.clear();
+                self.test_curve.push((self.step, test_bpd));
+                self.last_evaluation = Some((self.step, test_bpd, test_bpd_iw));
+                let evaluation = Evaluation {
+                    step: self.step,
+                    epoch: self.step as f64 * self.config.batch_size as f64
+                        / self.data.train.len() as f64,
+                    train_bpd,
+                    test_bpd,
+                    test_bpd_iw,
+                    lr: self.config.schedule().lr(self.step - 1),
+                    train_seconds: self.train_seconds,
+                };
+                report::append_jsonl(&self.run_dir.join("metrics.jsonl"), &evaluation)?;
+                bar.println(format!(
+                    "step {}: train bpd {train_bpd:.4}, test bpd {test_bpd:.4}{}",
+                    self.step,
+                    test_bpd_iw
+                        .map(|b| format!(" (importance-weighted {b:.4})"))
+                        .unwrap_or_default()
+                ));
+            }
+            if self.step.is_multiple_of(self.config.checkpoint_every) || self.step == total {
+                self.save_checkpoint()?;
+            }
+        }
+        bar.finish_and_clear();
+        Ok(())
+    }
+
+    /// Test bpd over the test split (or `eval_limit` images) with one
+    /// dequantisation draw from a fixed generator, in evaluation mode with
+    /// the Polyak averages when enabled; with variational dequantisation
+    /// also the importance-weighted bpd.
+    pub fn evaluate(&self) -> Result<(f64, Option<f64>)> {
+        let test = &self.data.test;
+        let count = self
+            .config
+            .eval_limit
+            .map_or(test.len(), |l| l.min(test.len()));
+        if count == 0 {
+            return Err(TrainError::Config("the test split is empty".into()));
+        }
+        let params = self.optimizer.params();
+        if let Some(p) = &self.polyak {
+            p.swap(params)?;
+        }
+        self.model.set_training(false);
+        let mut gen = Generator::new(self.config.seed ^ EVAL_SALT << 56);
+        let result = (|| {
+            let (mut elbo, mut iw) = (0.0, 0.0);
+            let indices: Vec<usize> = (0..count).collect();
+            for chunk in indices.chunks(self.config.eval_batch_size) {
+                let x = images_tensor(test, chunk, self.config.n_bits, None, DTYPE, Device::Cpu)?;
+                elbo += no_grad(|| self.model.elbo(&x, &mut gen))?
+                    .to_dtype(flowtensor::DType::F64)?
+                    .sum_all()?
+                    .to_scalar()?;
+                if self.model.dequantizer.is_some() {
+                    iw += self
+                        .model
+                        .iw_bound(&x, self.config.iw_samples, &mut gen)?
+                        .sum_all()?
+                        .to_scalar()?;
+                }
+            }
+            let n = count as f64;
+            let iw_bpd = self
+                .model
+                .dequantizer
+                .is_some()
+                .then(|| self.model.bpd(iw / n));
+            Ok((self.model.bpd(elbo / n), iw_bpd))
+        })();
+        self.model.set_training(true);
+        if let Some(p) = &self.polyak {
+            p.swap(params)?;
+        }
+        result
+    }
+
+    /// Everything needed to continue exactly: parameters, buffers,
+    /// optimizer state, Polyak averages, the step, the noise generator's
+    /// state, the curves and the configuration.
+    pub fn save_checkpoint(&mut self) -> Result<()> {
+        let mut tensors = Vec::new();
+        tensors.extend(checkpoint::model_tensors(&self.model));
+        let (state, updates) = self.optimizer.state();
+        tensors.extend(flowlayers::prefixed("optim", state));
+        if let Some(p) = &self.polyak {
+            tensors.extend(flowlayers::prefixed(
+                "polyak",
+                p.named(self.optimizer.params()),
+            ));
+        }
+        let GeneratorState { seed, counter } = self.noise.state();
+        let metadata = HashMap::from([
+            ("format".to_string(), "flowtrain-1".to_string()),
+            ("step".to_string(), self.step.to_string()),
+            ("optimizer_updates".to_string(), updates.to_string()),
+            ("noise_seed".to_string(), seed.to_string()),
+            ("noise_counter".to_string(), counter.to_string()),
+            (
+                "train_seconds".to_string(),
+                format!("{:e}", self.train_seconds),
+            ),
+            ("config".to_string(), self.config.to_toml()?),
+            (
+                "curves".to_string(),
+                serde_json::to_string(&(&self.train_curve, &self.test_curve))
+                    .map_err(|e| TrainError::Config(e.to_string()))?,
+            ),
+        ]);
+        let path = self.run_dir.join(CHECKPOINT);
+        checkpoint::save(&path, &tensors, metadata)?;
+        self.last_checkpoint = Some(path);
+        Ok(())
+    }
+
+    fn restore(&mut self, ckpt: &Checkpoint, path: &Path, optimizer: &mut Optimizer) -> Result<()> {
+        ckpt.load_model(&self.model, path)?;
+        optimizer.load_state(ckpt.meta(path, "optimizer_updates")?, |name, like| {
+            ckpt.tensor_like(path, &format!("optim.{name}"), like)
+        })?;
+        if let Some(p) = &self.polyak {
+            for (name, avg) in p.named(optimizer.params()) {
+                avg.set_data(&ckpt.tensor_like(path, &format!("polyak.{name}"), &avg)?)?;
+            }
+        }
+        self.step = ckpt.meta(path, "step")?;
+        self.noise = Generator::from_state(GeneratorState {
+            seed: ckpt.meta(path, "noise_seed")?,
+            counter: ckpt.meta(path, "noise_counter")?,
+        });
+        self.train_seconds = ckpt.meta(path, "train_seconds")?;
+        if let Some(curves) = ckpt.metadata.get("curves") {
+            (self.train_curve, self.test_curve) = serde_json::from_str(curves)
+                .map_err(|e| TrainError::checkpoint(path, format!("bad curves: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Runs to the end and writes the outputs: `metrics.json`, `loss.svg`,
+    /// `samples_t{T}.png` and `interpolation.png`.
+    pub fn run(&mut self) -> Result<Summary> {
+        self.train_until(self.total_steps())?;
+        let (test_bpd, test_bpd_iw) = match self.last_evaluation {
+            Some((step, bpd, iw)) if step == self.step => (bpd, iw),
+            _ => self.evaluate()?,
+        };
+        let summary = Summary {
+            test_bpd,
+            test_bpd_iw,
+            train_seconds: self.train_seconds,
+            sec_per_step: self.train_seconds / self.step.max(1) as f64,
+            steps: self.step,
+            parameters: self
+                .optimizer
+                .params()
+                .iter()
+                .map(|(_, p)| p.elem_count())
+                .sum(),
+            threads: rayon::current_num_threads(),
+        };
+        report::write_json(&self.run_dir.join("metrics.json"), &summary)?;
+        report::plot_losses(
+            &self.run_dir.join("loss.svg"),
+            &self.train_curve,
+            &self.test_curve,
+        )?;
+        let params = self.optimizer.params();
+        if let Some(p) = &self.polyak {
+            p.swap(params)?;
+        }
+        let written = sampling::write_outputs(
+            &self.model,
+            &self.data.test,
+            &self.run_dir,
+            self.config.samples,
+            self.config.seed ^ SAMPLE_SALT << 56,
+        );
+        if let Some(p) = &self.polyak {
+            p.swap(params)?;
+        }
+        written?;
+        Ok(summary)
+    }
+}
