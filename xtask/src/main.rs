@@ -5,6 +5,10 @@
 //! - `cargo xtask train|sample|eval|data ...`: training runs (see `flowtrain::cli`).
 
 use clap::{Parser, Subcommand};
+
+/// See `flowtrain::allocator`.
+#[global_allocator]
+static ALLOCATOR: flowtrain::allocator::MiMalloc = flowtrain::allocator::MiMalloc;
 use std::process::{Command, ExitCode};
 
 #[derive(Parser)]
@@ -89,6 +93,7 @@ fn flow(command: flowtrain::cli::Command) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    flowtrain::allocator::keep_freed_memory();
     match run(Cli::parse().task) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -74,16 +74,22 @@ impl VariationalDequantizer {
 
     /// `(u, log q(u | x))` for integer-valued `x (N, C, H, W)`, one draw per image.
     pub fn sample(&self, x: &Tensor, gen: &mut Generator) -> Result<(Tensor, Tensor)> {
+        let eps = gen.randn(x.shape(), x.dtype(), x.device())?;
+        self.transform(x, &eps)
+    }
+
+    /// `(u, log q(u | x))` for the noise `eps` (same shape as `x`): the map
+    /// that [`VariationalDequantizer::sample`] applies to its draw.
+    pub fn transform(&self, x: &Tensor, eps: &Tensor) -> Result<(Tensor, Tensor)> {
         let scaled = x
             .div_scalar(f64::from(1u32 << self.n_bits))?
             .add_scalar(-0.5)?;
         let c = self.context[1]
             .forward(&self.context[0].forward(&scaled)?.relu()?)?
             .relu()?;
-        let eps = gen.randn(x.shape(), x.dtype(), x.device())?;
         let dims: Vec<usize> = (1..x.rank()).collect();
-        let mut log_q = sum_per_sample(&standard_normal_log_density(&eps)?)?;
-        let mut h = eps;
+        let mut log_q = sum_per_sample(&standard_normal_log_density(eps)?)?;
+        let mut h = eps.clone();
         for coupling in &self.couplings {
             let kept = h.mul(&coupling.mask)?;
             let free = coupling.mask.affine(-1.0, 1.0)?;

@@ -23,6 +23,8 @@ pub mod report;
 pub mod sampling;
 pub mod train;
 
+pub mod allocator;
+
 pub use config::TrainConfig;
 pub use error::{Result, TrainError};
 pub use train::Trainer;

@@ -4,10 +4,10 @@
 use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::data::ImageSet;
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 use crate::model::{Model, DTYPE};
 use crate::report::write_grid;
-use crate::train::{load_data, CHECKPOINT, TEMPERATURES};
+use crate::train::{load_data, saved_config, CHECKPOINT, TEMPERATURES};
 use flowtensor::{no_grad, Device, Generator, Tensor};
 use std::path::{Path, PathBuf};
 
@@ -82,11 +82,7 @@ pub fn write_outputs(
 pub fn load_run(run_dir: &Path) -> Result<(TrainConfig, Model)> {
     let path = run_dir.join(CHECKPOINT);
     let ckpt = checkpoint::load(&path)?;
-    let text = ckpt
-        .metadata
-        .get("config")
-        .ok_or_else(|| TrainError::checkpoint(&path, "no configuration in the metadata"))?;
-    let config = TrainConfig::default().merge_toml(text)?;
+    let config = saved_config(&ckpt, &path)?;
     let shape = load_data(&config)?.train.shape;
     let model = Model::new(&config, shape, Device::Cpu, &mut Generator::new(0))?;
     ckpt.load_model(&model, &path)?;

@@ -43,6 +43,17 @@ pub fn load_data(config: &TrainConfig) -> Result<Splits> {
     }
 }
 
+/// The configuration saved in a checkpoint's metadata.
+pub fn saved_config(ckpt: &Checkpoint, path: &Path) -> Result<TrainConfig> {
+    let text = ckpt
+        .metadata
+        .get("config")
+        .ok_or_else(|| TrainError::checkpoint(path, "no configuration in the metadata"))?;
+    TrainConfig::default()
+        .merge_toml(text)
+        .map_err(|e| TrainError::checkpoint(path, e.to_string()))
+}
+
 /// A training run in its folder.
 pub struct Trainer {
     pub config: TrainConfig,
@@ -70,7 +81,6 @@ pub struct Trainer {
 impl Trainer {
     /// A fresh run of `config` in `run_dir` (created; it must not hold a checkpoint).
     pub fn new(config: TrainConfig, run_dir: &Path) -> Result<Self> {
-        config.check()?;
         if run_dir.join(CHECKPOINT).exists() {
             return Err(TrainError::Config(format!(
                 "{} already holds a run; use --resume to continue it or choose another --out",
@@ -78,15 +88,39 @@ impl Trainer {
             )));
         }
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
+        let trainer = Self::build(config, run_dir)?;
+        let config_path = run_dir.join("config.toml");
+        std::fs::write(&config_path, trainer.config.to_toml()?)
+            .map_err(|e| TrainError::io(&config_path, e))?;
+        let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
+        Ok(trainer)
+    }
+
+    /// Continues the run saved in `run_dir` with its saved configuration
+    /// (`steps`, when given, replaces the saved total).
+    pub fn resume(run_dir: &Path, steps: Option<u64>) -> Result<Self> {
+        let path = run_dir.join(CHECKPOINT);
+        let ckpt = checkpoint::load(&path)?;
+        let mut config = saved_config(&ckpt, &path)?;
+        if let Some(steps) = steps {
+            config.steps = steps;
+            config.epochs = None;
+        }
+        let mut trainer = Self::build(config, run_dir)?;
+        trainer.restore(&ckpt, &path)?;
+        trainer.last_checkpoint = Some(path);
+        Ok(trainer)
+    }
+
+    /// The run of `config` at step 0: data, model, optimizer and generators.
+    fn build(config: TrainConfig, run_dir: &Path) -> Result<Self> {
+        config.check()?;
         let data = load_data(&config)?;
         let mut init = Generator::new(config.seed ^ INIT_SALT << 56);
         let model = Model::new(&config, data.train.shape, Device::Cpu, &mut init)?;
         let params = model.parameters();
         let polyak = config.polyak.map(|d| Polyak::new(d, &params)).transpose()?;
         let optimizer = Optimizer::new(config.optimizer, params)?;
-        std::fs::write(run_dir.join("config.toml"), config.to_toml()?)
-            .map_err(|e| TrainError::io(&run_dir.join("config.toml"), e))?;
-        let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
         Ok(Trainer {
             noise: Generator::new(config.seed ^ NOISE_SALT << 56),
             config,
@@ -103,51 +137,6 @@ impl Trainer {
             last_evaluation: None,
             progress: true,
         })
-    }
-
-    /// Continues the run saved in `run_dir` with its saved configuration
-    /// (`steps`, when given, replaces the saved total).
-    pub fn resume(run_dir: &Path, steps: Option<u64>) -> Result<Self> {
-        let path = run_dir.join(CHECKPOINT);
-        let ckpt = checkpoint::load(&path)?;
-        let text = ckpt
-            .metadata
-            .get("config")
-            .ok_or_else(|| TrainError::checkpoint(&path, "no configuration in the metadata"))?;
-        let mut config = TrainConfig::default().merge_toml(text)?;
-        if let Some(steps) = steps {
-            config.steps = steps;
-            config.epochs = None;
-        }
-        config.check()?;
-        let data = load_data(&config)?;
-        let mut init = Generator::new(config.seed ^ INIT_SALT << 56);
-        let model = Model::new(&config, data.train.shape, Device::Cpu, &mut init)?;
-        let params = model.parameters();
-        let polyak = config.polyak.map(|d| Polyak::new(d, &params)).transpose()?;
-        let mut optimizer = Optimizer::new(config.optimizer, params)?;
-        let mut trainer = Trainer {
-            noise: Generator::new(0),
-            config,
-            run_dir: run_dir.to_path_buf(),
-            model,
-            data,
-            optimizer: Optimizer::new(
-                crate::optim::OptimizerKind::Sgd { momentum: 0.0 },
-                Vec::new(),
-            )?,
-            polyak,
-            step: 0,
-            train_curve: Vec::new(),
-            test_curve: Vec::new(),
-            train_seconds: 0.0,
-            last_checkpoint: Some(path.clone()),
-            last_evaluation: None,
-            progress: true,
-        };
-        trainer.restore(&ckpt, &path, &mut optimizer)?;
-        trainer.optimizer = optimizer;
-        Ok(trainer)
     }
 
     /// Total steps of the run.
@@ -403,13 +392,14 @@ impl Trainer {
         Ok(())
     }
 
-    fn restore(&mut self, ckpt: &Checkpoint, path: &Path, optimizer: &mut Optimizer) -> Result<()> {
+    fn restore(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
         ckpt.load_model(&self.model, path)?;
-        optimizer.load_state(ckpt.meta(path, "optimizer_updates")?, |name, like| {
-            ckpt.tensor_like(path, &format!("optim.{name}"), like)
-        })?;
+        self.optimizer
+            .load_state(ckpt.meta(path, "optimizer_updates")?, |name, like| {
+                ckpt.tensor_like(path, &format!("optim.{name}"), like)
+            })?;
         if let Some(p) = &self.polyak {
-            for (name, avg) in p.named(optimizer.params()) {
+            for (name, avg) in p.named(self.optimizer.params()) {
                 avg.set_data(&ckpt.tensor_like(path, &format!("polyak.{name}"), &avg)?)?;
             }
         }

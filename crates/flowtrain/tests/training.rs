@@ -306,3 +306,36 @@ fn a_run_killed_between_checkpoints_resumes_to_the_uninterrupted_result() {
         assert_eq!(va, vb, "{na} differs after resuming from step {at_kill}");
     }
 }
+
+#[test]
+fn every_mixing_and_the_sylvester_model_train() {
+    use flowtrain::config::ModelType;
+    let runs = [
+        (Mixing::OneByOne, ModelType::CouplingFlow),
+        (Mixing::ConvExp, ModelType::CouplingFlow),
+        (Mixing::Emerging, ModelType::CouplingFlow),
+        (Mixing::Woodbury, ModelType::CouplingFlow),
+        (Mixing::OneByOne, ModelType::Sylvester),
+    ];
+    for (mixing, model_type) in runs {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrainConfig {
+            mixing,
+            model_type,
+            woodbury_rank: 4,
+            steps: 3,
+            eval_every: 3,
+            checkpoint_every: 3,
+            ..tiny()
+        };
+        let mut trainer = Trainer::new(config, dir.path()).unwrap();
+        trainer.progress = false;
+        trainer.train_until(3).unwrap();
+        let (bpd, _) = trainer.evaluate().unwrap();
+        assert!(
+            bpd.is_finite() && bpd > 0.0,
+            "{mixing:?} {model_type:?}: {bpd}"
+        );
+        assert_eq!(saved_step(dir.path()), Some(3));
+    }
+}

@@ -270,21 +270,25 @@ pub(crate) fn conv_bwd_weight<T: DirectConv>(x: &[T], dy: &[T], g: &ConvGeom) ->
         (0..g.n).for_each(|img| accumulate_image(&mut dw, &mut col, img));
         return dw;
     }
-    (0..g.n)
+    // Fixed groups of images, each summed into its own buffer in parallel,
+    // then the buffers added in order: the result does not depend on scheduling.
+    let per = IMAGES_PER_WEIGHT_PARTIAL;
+    let partials: Vec<Vec<T>> = (0..g.n.div_ceil(per))
         .into_par_iter()
-        .fold(
-            || (vec![T::zero(); size], Vec::new()),
-            |(mut dw, mut col), img| {
+        .map(|chunk| {
+            let (mut dw, mut col) = (vec![T::zero(); size], Vec::new());
+            for img in chunk * per..g.n.min((chunk + 1) * per) {
                 accumulate_image(&mut dw, &mut col, img);
-                (dw, col)
-            },
-        )
-        .map(|(dw, _)| dw)
-        .reduce(
-            || vec![T::zero(); size],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(s, &v)| *s = *s + v);
-                a
-            },
-        )
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![T::zero(); size];
+    for part in partials {
+        dw.iter_mut().zip(&part).for_each(|(s, &v)| *s = *s + v);
+    }
+    dw
 }
+
+/// Images per partial sum of the parallel im2col weight gradient.
+const IMAGES_PER_WEIGHT_PARTIAL: usize = 8;

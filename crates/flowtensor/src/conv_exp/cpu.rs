@@ -312,12 +312,28 @@ pub(crate) fn series_backward<T: DirectConv>(
     let dk = match sg.threads() {
         Threads::OverImages => {
             let states = PerThread::new(&prepared);
+            if !want_kernel {
+                dx.par_chunks_mut(img)
+                    .enumerate()
+                    .for_each(|(b, dxb)| states.with(|s| image(s, b, dxb, false)));
+                return (dx, None);
+            }
+            // each image's kernel gradient in its own slot, summed in image
+            // order afterwards, so the result does not depend on scheduling
+            let mut per_image = vec![T::zero(); kernel_len * sg.n];
             dx.par_chunks_mut(img)
+                .zip(per_image.par_chunks_mut(kernel_len))
                 .enumerate()
-                .for_each(|(b, dxb)| states.with(|s| image(s, b, dxb, false)));
+                .for_each(|(b, (dxb, dkb))| {
+                    states.with(|s| {
+                        s.dk.fill(T::zero());
+                        image(s, b, dxb, false);
+                        dkb.copy_from_slice(&s.dk);
+                    })
+                });
             let mut dk = vec![T::zero(); kernel_len];
-            for state in states.into_inner() {
-                dk.iter_mut().zip(&state.dk).for_each(|(s, &v)| *s = *s + v);
+            for part in per_image.chunks(kernel_len) {
+                dk.iter_mut().zip(part).for_each(|(s, &v)| *s = *s + v);
             }
             dk
         }

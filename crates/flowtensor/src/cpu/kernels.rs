@@ -239,27 +239,31 @@ where
             .map(|o| fold_rows(o, 0..inner_rows.count()))
             .collect();
     }
-    // Few outputs over many elements: split each output's elements across threads,
-    // by rows when there are many, else by pieces of its single long row.
+    // Few outputs over many elements: split each output's elements into fixed
+    // pieces (by rows when there are many, else pieces of its single long row),
+    // fold the pieces in parallel and combine their results in order, so the
+    // result does not depend on how rayon schedules the pieces.
     (0..n_out)
         .map(|o| {
-            if inner_rows.count() > 1 {
-                return (0..inner_rows.count())
+            let partials: Vec<T> = if inner_rows.count() > 1 {
+                let (rows, per) = (inner_rows.count(), min_rows_per_task(inner_rows.len));
+                (0..rows.div_ceil(per))
                     .into_par_iter()
-                    .with_min_len(min_rows_per_task(inner_rows.len))
-                    .fold(|| init, |acc, r| fold(acc, fold_rows(o, r..r + 1)))
-                    .reduce(|| init, &fold);
-            }
-            let base = outer_rows.base(o) + inner_rows.base(0);
-            let piece = 8192;
-            (0..inner_rows.len.div_ceil(piece))
-                .into_par_iter()
-                .map(|p| {
-                    let len = piece.min(inner_rows.len - p * piece);
-                    let start = base + (p * piece) as isize * inner_rows.stride;
-                    fold_run(src, start, len, inner_rows.stride, init, init, &fold)
-                })
-                .reduce(|| init, &fold)
+                    .map(|p| fold_rows(o, p * per..rows.min((p + 1) * per)))
+                    .collect()
+            } else {
+                let base = outer_rows.base(o) + inner_rows.base(0);
+                let piece = 8192;
+                (0..inner_rows.len.div_ceil(piece))
+                    .into_par_iter()
+                    .map(|p| {
+                        let len = piece.min(inner_rows.len - p * piece);
+                        let start = base + (p * piece) as isize * inner_rows.stride;
+                        fold_run(src, start, len, inner_rows.stride, init, init, &fold)
+                    })
+                    .collect()
+            };
+            partials.into_iter().fold(init, &fold)
         })
         .collect()
 }

@@ -3,7 +3,12 @@
 use clap::Parser;
 use std::process::ExitCode;
 
+/// See `flowtrain::allocator`.
+#[global_allocator]
+static ALLOCATOR: flowtrain::allocator::MiMalloc = flowtrain::allocator::MiMalloc;
+
 fn main() -> ExitCode {
+    flowtrain::allocator::keep_freed_memory();
     let cli = flowtrain::cli::Cli::parse();
     match flowtrain::cli::run(&cli.command) {
         Ok(()) => ExitCode::SUCCESS,

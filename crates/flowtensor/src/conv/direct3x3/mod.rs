@@ -473,13 +473,6 @@ impl<S: Clone> PerThread<S> {
         let mut state = self.0[i].lock().unwrap_or_else(|e| e.into_inner());
         f(&mut state)
     }
-
-    /// The states, once the tasks are done.
-    pub(crate) fn into_inner(self) -> impl Iterator<Item = S> {
-        self.0
-            .into_iter()
-            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-    }
 }
 
 /// `y = conv3x3(x, w)` with padding 1 for `x: (n, c, h, w)`, `w: (o, c, 3, 3)`.
