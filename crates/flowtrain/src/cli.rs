@@ -6,7 +6,7 @@ use crate::data::download;
 use crate::error::{Result, TrainError};
 use crate::report::write_grid;
 use crate::sampling::{load_run, sample_images};
-use crate::train::{load_data, Trainer};
+use crate::train::Trainer;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flowtensor::Generator;
 use std::path::PathBuf;
@@ -304,18 +304,18 @@ pub fn run(command: &Command) -> Result<()> {
             Ok(())
         }
         Command::Eval(args) => {
-            let (mut config, _) = load_run(&args.run)?;
-            config.eval_limit = args.limit.or(config.eval_limit);
-            let trainer = Trainer::resume(&args.run, None)?;
-            let mut trainer = trainer;
-            trainer.config.eval_limit = config.eval_limit;
+            let mut trainer = Trainer::resume(&args.run, None)?;
+            if args.limit.is_some() {
+                trainer.config.eval_limit = args.limit;
+            }
             let (bpd, iw) = trainer.evaluate()?;
-            let n = load_data(&trainer.config)?.test.len();
+            let n = trainer.data.test.len();
             println!(
-                "test bpd {bpd:.4}{} over {} test images",
+                "test bpd {bpd:.4}{} over {} test images at step {}",
                 iw.map(|b| format!(" (importance-weighted {b:.4})"))
                     .unwrap_or_default(),
-                config.eval_limit.map_or(n, |l| l.min(n))
+                trainer.config.eval_limit.map_or(n, |l| l.min(n)),
+                trainer.step()
             );
             Ok(())
         }

@@ -228,6 +228,23 @@ fn a_run_writes_its_outputs() {
     assert_eq!(lines.lines().count(), 2);
     // a second run may not overwrite it
     assert!(Trainer::new(tiny(), dir.path()).is_err());
+    // sample and eval work from the checkpoint
+    use flowtrain::cli::{run, Command, EvalArgs, SampleArgs};
+    let out = dir.path().join("more.png");
+    run(&Command::Sample(SampleArgs {
+        run: dir.path().to_path_buf(),
+        n: 9,
+        temperature: 0.5,
+        seed: 3,
+        out: Some(out.clone()),
+    }))
+    .unwrap();
+    assert!(out.is_file());
+    run(&Command::Eval(EvalArgs {
+        run: dir.path().to_path_buf(),
+        limit: Some(8),
+    }))
+    .unwrap();
 }
 
 /// Final parameters of a run's checkpoint, by name.
