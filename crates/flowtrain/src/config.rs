@@ -244,7 +244,7 @@ impl TrainConfig {
         }
     }
 
-    /// Values per image `D` (for bits per dimension), given the image shape.
+    /// Rejects values no run can use (bit depths, batch sizes, levels, intervals, a missing data directory).
     pub fn check(&self) -> Result<()> {
         let bad = |what: &str| Err(TrainError::Config(what.to_string()));
         if !(1..=8).contains(&self.n_bits) {
