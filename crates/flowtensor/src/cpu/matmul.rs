@@ -23,8 +23,9 @@ pub(crate) fn gemm_is_threaded(m: usize, k: usize, n: usize) -> bool {
 /// The most multiply-adds per output row (rows of `b` combined) or output
 /// elements (dot products) that [`small_gemm`] handles: below it,
 /// matrixmultiply's packing costs more than the product (the 1x1
-/// convolutions of flows with 4 to 16 channels).
-const SMALL_GEMM: usize = 256;
+/// convolutions of flows with up to 8 channels; at 12 channels matrixmultiply
+/// is already faster).
+const SMALL_GEMM: usize = 64;
 
 /// `c (+)= a b` (row-major `c` with row stride `n`) by direct loops when
 /// the product is small in the way 1x1 convolutions with few channels are;
