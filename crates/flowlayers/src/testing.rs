@@ -53,6 +53,37 @@ pub fn perturb_parameters(flow: &dyn Flow, scale: f64, gen: &mut Generator) -> R
     })
 }
 
+/// The operator 2-norm of the same-padded stride-1 convolution with
+/// `kernel (out, in, k, k)` on `h x w` images: its dense matrix `M` is built
+/// from the convolved one-hot images, and the largest eigenvalue of `M^T M`
+/// found by 5000 power-iteration steps from a seeded random start (f64; for
+/// the small sizes of tests).
+pub fn conv_operator_norm(kernel: &Tensor, (h, w): (usize, usize)) -> Result<f64> {
+    let &[_, i, k, _] = kernel.shape() else {
+        return Err(Error::shape(
+            "conv_operator_norm",
+            &[kernel.shape()],
+            "expected a (out, in, k, k) kernel",
+        ));
+    };
+    let d_in = i * h * w;
+    let kernel = kernel.to_dtype(DType::F64)?;
+    let basis = Tensor::eye(d_in, DType::F64, Device::Cpu)?.reshape(&[d_in, i, h, w])?;
+    // row j is M e_j: M transposed, (d_in, d_out)
+    let mt = basis
+        .conv2d(&kernel, None, &flowtensor::Conv2dParams::same(k))?
+        .reshape(&[d_in, kernel.shape()[0] * h * w])?;
+    let gram = mt.matmul(&mt.transpose(0, 1)?)?; // M^T M
+    let mut v = Generator::new(99).randn(&[d_in, 1], DType::F64, Device::Cpu)?;
+    let mut lambda = 0.0;
+    for _ in 0..5000 {
+        let next = gram.matmul(&v)?;
+        lambda = next.square()?.sum_all()?.sqrt()?.to_scalar()?;
+        v = next.div_scalar(lambda)?;
+    }
+    Ok(lambda.sqrt())
+}
+
 /// The Jacobian `d f(x)_n / d x_n` of every sample `n`, as `(batch, d, d)`
 /// with `d` the per-sample size, by one backward pass per output coordinate.
 /// Samples must not interact (true of every layer after initialisation).

@@ -4,10 +4,10 @@
 use flowlayers::flowtensor::conv_exp::Terms;
 use flowlayers::layers::conv_exp::{ConvExpConfig, OneByOne};
 use flowlayers::layers::{ConvExp, SpectralNorm};
-use flowlayers::testing::{check_flow, FlowCheck};
+use flowlayers::testing::{check_flow, conv_operator_norm, FlowCheck};
 use flowlayers::Flow;
 use flowtensor::gradcheck::{check_gradients, GradCheck};
-use flowtensor::{Conv2dParams, DType, Device, Generator, Tensor};
+use flowtensor::{DType, Device, Generator, Tensor};
 
 /// A configuration whose series is converged far below the check tolerances.
 fn exact(terms: Terms) -> ConvExpConfig {
@@ -16,50 +16,6 @@ fn exact(terms: Terms) -> ConvExpConfig {
         eval_terms: terms,
         ..ConvExpConfig::default()
     }
-}
-
-/// The dense `(D, D)` matrix `A` (`D = C H W`) of the same-padded convolution
-/// with `kernel`, with `A[:, j] = M e_j`: every one-hot image convolved.
-fn dense_operator(kernel: &Tensor, c: usize, h: usize, w: usize) -> Tensor {
-    let d = c * h * w;
-    let k = kernel.shape()[2];
-    let eye = Tensor::eye(d, DType::F64, Device::Cpu)
-        .unwrap()
-        .reshape(&[d, c, h, w])
-        .unwrap();
-    // row j of the result is M e_j, so the result is A^T.
-    eye.conv2d(kernel, None, &Conv2dParams::same(k))
-        .unwrap()
-        .reshape(&[d, d])
-        .unwrap()
-        .transpose(0, 1)
-        .unwrap()
-        .contiguous()
-        .unwrap()
-}
-
-/// The largest singular value of `a (D, D)`: the power method on `A^T A`.
-fn largest_singular_value(a: &Tensor) -> f64 {
-    let d = a.shape()[0];
-    let ata = a.transpose(0, 1).unwrap().matmul(a).unwrap();
-    let mut v = Generator::new(99)
-        .randn(&[d, 1], DType::F64, Device::Cpu)
-        .unwrap();
-    let mut lambda = 0.0;
-    for _ in 0..5000 {
-        let next = ata.matmul(&v).unwrap();
-        lambda = next
-            .square()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .sqrt()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        v = next.div_scalar(lambda).unwrap();
-    }
-    lambda.sqrt()
 }
 
 #[test]
@@ -144,7 +100,7 @@ fn spectral_norm_sigma_matches_the_dense_operator() {
     let mut gen = Generator::new(7);
     let sn = SpectralNorm::new((c, c), k, (h, w), 0.95, DType::F64, Device::Cpu, &mut gen).unwrap();
     let kernel = gen.randn(&[c, c, k, k], DType::F64, Device::Cpu).unwrap();
-    let want = largest_singular_value(&dense_operator(&kernel, c, h, w));
+    let want = conv_operator_norm(&kernel, (h, w)).unwrap();
     for _ in 0..2000 {
         sn.power_step(&kernel).unwrap();
     }
@@ -158,7 +114,7 @@ fn spectral_norm_sigma_matches_the_dense_operator() {
     // the normalised operator's norm is at most coeff (sigma >= coeff here)
     assert!(want > 0.95);
     let normalized = sn.normalize(&kernel, false).unwrap();
-    let got = largest_singular_value(&dense_operator(&normalized, c, h, w));
+    let got = conv_operator_norm(&normalized, (h, w)).unwrap();
     assert!(got <= 0.95 + 1e-6, "normalised norm {got}");
     assert!((got - 0.95).abs() < 1e-6, "normalised norm {got}");
 
@@ -190,7 +146,7 @@ fn the_layer_keeps_its_operator_norm_below_coeff_after_training_steps() {
         layer.forward(&x).unwrap();
     }
     let normalized = layer.normalized_kernel().unwrap();
-    let got = largest_singular_value(&dense_operator(&normalized, 2, 4, 3));
+    let got = conv_operator_norm(&normalized, (4, 3)).unwrap();
     assert!(got <= 0.95 + 1e-6, "normalised norm {got}");
 }
 

@@ -4,7 +4,9 @@
 use flowlayers::flowtensor::conv_exp::Terms;
 use flowlayers::layers::masked_conv::{autoregressive_mask, hidden_degrees};
 use flowlayers::layers::{Sylvester, SylvesterConfig};
-use flowlayers::testing::{check_flow, jacobian, perturb_parameters, FlowCheck};
+use flowlayers::testing::{
+    check_flow, conv_operator_norm, jacobian, perturb_parameters, FlowCheck,
+};
 use flowlayers::Flow;
 use flowtensor::{DType, Device, Generator};
 
@@ -212,40 +214,6 @@ fn errors_name_the_layer_and_shapes() {
     );
 }
 
-/// The largest singular value of the same-padded convolution with `kernel
-/// (out, in, k, k)` on `h x w` images, from its dense matrix.
-fn operator_norm(kernel: &flowtensor::Tensor, h: usize, w: usize) -> f64 {
-    let [o, i, k, _]: [usize; 4] = kernel.shape().try_into().unwrap();
-    let d_in = i * h * w;
-    let basis = flowtensor::Tensor::eye(d_in, DType::F64, Device::Cpu)
-        .unwrap()
-        .reshape(&[d_in, i, h, w])
-        .unwrap();
-    // row j is M e_j: the dense matrix transposed, (d_in, d_out)
-    let mt = basis
-        .conv2d(kernel, None, &flowtensor::Conv2dParams::same(k))
-        .unwrap()
-        .reshape(&[d_in, o * h * w])
-        .unwrap();
-    let gram = mt.matmul(&mt.transpose(0, 1).unwrap()).unwrap(); // M^T M
-    let mut v = flowtensor::Tensor::ones(&[d_in, 1], DType::F64, Device::Cpu).unwrap();
-    let mut lambda = 0.0;
-    for _ in 0..500 {
-        let next = gram.matmul(&v).unwrap();
-        lambda = next
-            .square()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .sqrt()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        v = next.div_scalar(lambda).unwrap();
-    }
-    lambda.sqrt()
-}
-
 #[test]
 fn masked_layers_are_spectrally_normalised() {
     use flowlayers::layers::masked_conv::MaskedConvSpec;
@@ -272,7 +240,7 @@ fn masked_layers_are_spectrally_normalised() {
     let buffers = conv.buffers();
     let (weight, mask) = (&params[0].1, &buffers[0].1);
     let masked = weight.mul(mask).unwrap();
-    let sigma = operator_norm(&masked, h, w);
+    let sigma = conv_operator_norm(&masked, (h, w)).unwrap();
     assert!(
         sigma > 0.9,
         "the test kernel should need normalising: {sigma}"

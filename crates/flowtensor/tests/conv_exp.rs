@@ -261,6 +261,37 @@ fn grads_of(
     Ok((grads.remove(&xv).unwrap(), gk))
 }
 
+/// Gradients of `sum(weights * conv_exp(x, kernel))` from the custom
+/// backward equal autodiff through the unrolled series to 1e-10 (relative to
+/// the largest entry); returns the reference gradients `(dx, dkernel)`.
+fn assert_grads_match_unrolled(
+    x: &Tensor,
+    kernel: &Tensor,
+    weights: &Tensor,
+    terms: usize,
+    case: &str,
+) -> Result<(Tensor, Tensor)> {
+    let (gx, gk) = grads_of(
+        |x, k| Ok(conv_exp(x, k, Terms::Fixed(terms))?.0),
+        x,
+        kernel,
+        weights,
+    )?;
+    let (rx, rk) = grads_of(
+        |x, k| conv_exp_series_autodiff(x, k, terms),
+        x,
+        kernel,
+        weights,
+    )?;
+    let (ex, ek) = (max_abs_diff(&gx, &rx), max_abs_diff(&gk, &rk));
+    assert!(ex < 1e-10 * (1.0 + max_abs(&rx)), "{case}: x error {ex}");
+    assert!(
+        ek < 1e-10 * (1.0 + max_abs(&rk)),
+        "{case}: kernel error {ek}"
+    );
+    Ok((rx, rk))
+}
+
 #[test]
 fn custom_backward_matches_unrolled_autodiff() -> Result<()> {
     let cases = [
@@ -276,27 +307,11 @@ fn custom_backward_matches_unrolled_autodiff() -> Result<()> {
         let x = randn(&[n, c, h, w], seed);
         let kernel = randn(&[c, c, k, k], seed + 1).mul_scalar(0.3)?;
         let weights = randn(&[n, c, h, w], seed + 2);
-        let (gx, gk) = grads_of(
-            |x, k| Ok(conv_exp(x, k, Terms::Fixed(terms))?.0),
-            &x,
-            &kernel,
-            &weights,
-        )?;
-        let (rx, rk) = grads_of(
-            |x, k| conv_exp_series_autodiff(x, k, terms),
-            &x,
-            &kernel,
-            &weights,
-        )?;
+        let (_, rk) =
+            assert_grads_match_unrolled(&x, &kernel, &weights, terms, &format!("case {i}"))?;
         if terms > 0 {
             assert!(max_abs(&rk) > 1e-2, "case {i}: a trivial kernel gradient");
         }
-        let (ex, ek) = (max_abs_diff(&gx, &rx), max_abs_diff(&gk, &rk));
-        assert!(ex < 1e-10 * (1.0 + max_abs(&rx)), "case {i}: x error {ex}");
-        assert!(
-            ek < 1e-10 * (1.0 + max_abs(&rk)),
-            "case {i}: kernel error {ek}"
-        );
     }
     Ok(())
 }
@@ -390,20 +405,7 @@ fn matches_unrolled_in_pool(threads: usize, shape: [usize; 4], k: usize, terms: 
         let (y, _) = conv_exp(&x, &kernel, Terms::Fixed(terms))?;
         let reference = conv_exp_series_autodiff(&x, &kernel, terms)?;
         assert!(max_abs_diff(&y, &reference) < 1e-12 * (1.0 + max_abs(&reference)));
-        let (gx, gk) = grads_of(
-            |x, k| Ok(conv_exp(x, k, Terms::Fixed(terms))?.0),
-            &x,
-            &kernel,
-            &weights,
-        )?;
-        let (rx, rk) = grads_of(
-            |x, k| conv_exp_series_autodiff(x, k, terms),
-            &x,
-            &kernel,
-            &weights,
-        )?;
-        assert!(max_abs_diff(&gx, &rx) < 1e-10 * (1.0 + max_abs(&rx)));
-        assert!(max_abs_diff(&gk, &rk) < 1e-10 * (1.0 + max_abs(&rk)));
+        assert_grads_match_unrolled(&x, &kernel, &weights, terms, &format!("{threads} threads"))?;
         Ok(())
     })
     .unwrap();

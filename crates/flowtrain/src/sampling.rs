@@ -4,10 +4,10 @@
 use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::data::ImageSet;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 use crate::model::{Model, DTYPE};
 use crate::report::write_grid;
-use crate::train::{load_data, saved_config, CHECKPOINT, TEMPERATURES};
+use crate::train::{saved_config, CHECKPOINT, TEMPERATURES};
 use flowtensor::{no_grad, Device, Generator, Tensor};
 use std::path::{Path, PathBuf};
 
@@ -77,13 +77,22 @@ pub fn write_outputs(
     Ok(written)
 }
 
-/// The configuration and model saved in `run_dir`'s checkpoint, with the
+/// The configuration and model saved in `run_dir`'s checkpoint (no data is
+/// read), with the
 /// Polyak averages in place of the parameters when the run kept them.
 pub fn load_run(run_dir: &Path) -> Result<(TrainConfig, Model)> {
     let path = run_dir.join(CHECKPOINT);
     let ckpt = checkpoint::load(&path)?;
     let config = saved_config(&ckpt, &path)?;
-    let shape = load_data(&config)?.train.shape;
+    // the per-image shape, so that sampling needs no data
+    let shape: Vec<usize> = ckpt
+        .metadata
+        .get("image_shape")
+        .and_then(|v| v.split(',').map(|d| d.parse().ok()).collect())
+        .unwrap_or_default();
+    let shape: [usize; 3] = shape.try_into().map_err(|_| {
+        TrainError::checkpoint(&path, "missing or invalid metadata \"image_shape\"")
+    })?;
     let model = Model::new(&config, shape, Device::Cpu, &mut Generator::new(0))?;
     ckpt.load_model(&model, &path)?;
     if config.polyak.is_some() {

@@ -381,6 +381,10 @@ impl Trainer {
             ),
             ("config".to_string(), self.config.to_toml()?),
             (
+                "image_shape".to_string(),
+                self.model.shape.map(|d| d.to_string()).join(","),
+            ),
+            (
                 "curves".to_string(),
                 serde_json::to_string(&(&self.train_curve, &self.test_curve))
                     .map_err(|e| TrainError::Config(e.to_string()))?,
