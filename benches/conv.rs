@@ -3,6 +3,9 @@
 //!
 //! `conv2d_fwd/B{n}_C{c}_H{h}`: `y = conv2d(x, w)` for `x: (n, c, h, h)`, `w: (c, c, 3, 3)`.
 //! `conv2d_bwd/...`: forward, then the gradients of `sum(y^2)` for `x` and `w`.
+//! `glow_net_fwd|glow_net_bwd/C{c}_O{o}_K{k}_H{h}`: the same for the
+//! convolutions (with bias) of the `glow-mnist-ref` coupling networks and
+//! split priors, batch 64 (`benches/peers/glow_net.py` is the PyTorch twin).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use flows::flowtensor::{Conv2dParams, DType, Device, Generator, Tensor};
@@ -47,5 +50,55 @@ fn conv2d(crit: &mut Criterion) {
     bwd.finish();
 }
 
-criterion_group!(benches, conv2d);
+/// `(c, o, k, h)` of the `glow-mnist-ref` convolutions: level 1 (14x14) and
+/// level 2 (7x7) coupling networks, and the split prior.
+const GLOW_NET: [(usize, usize, usize, usize); 7] = [
+    (2, 64, 3, 14),
+    (64, 64, 1, 14),
+    (64, 4, 3, 14),
+    (4, 64, 3, 7),
+    (64, 64, 1, 7),
+    (64, 8, 3, 7),
+    (2, 4, 3, 14),
+];
+
+fn glow_net(crit: &mut Criterion) {
+    let n = 64;
+    let mut gen = Generator::new(0);
+    let mut cases = Vec::new();
+    for (c, o, k, h) in GLOW_NET {
+        let x = gen.randn(&[n, c, h, h], DType::F32, Device::Cpu).unwrap();
+        let w = gen.randn(&[o, c, k, k], DType::F32, Device::Cpu).unwrap();
+        let w = w.div_scalar((c * k * k) as f64).unwrap();
+        let b = gen.randn(&[o], DType::F32, Device::Cpu).unwrap();
+        cases.push((
+            format!("C{c}_O{o}_K{k}_H{h}"),
+            x,
+            w,
+            b,
+            Conv2dParams::same(k),
+        ));
+    }
+    let mut fwd = crit.benchmark_group("glow_net_fwd");
+    for (name, x, w, b, params) in &cases {
+        fwd.bench_function(name, |bench| {
+            bench.iter(|| black_box(x.conv2d(w, Some(b), params).unwrap()))
+        });
+    }
+    fwd.finish();
+    let mut bwd = crit.benchmark_group("glow_net_bwd");
+    for (name, x, w, b, params) in &cases {
+        let (x, w, b) = (x.as_variable(), w.as_variable(), b.as_variable());
+        bwd.bench_function(name, |bench| {
+            bench.iter(|| {
+                let y = x.conv2d(&w, Some(&b), params).unwrap();
+                let loss = y.square().unwrap().sum_all().unwrap();
+                black_box(loss.backward_grads().unwrap())
+            })
+        });
+    }
+    bwd.finish();
+}
+
+criterion_group!(benches, conv2d, glow_net);
 criterion_main!(benches);

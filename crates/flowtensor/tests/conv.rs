@@ -147,7 +147,8 @@ fn conv_cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
         ([1, 8, 4, 5], [8, 8, 3, 3], Conv2dParams::same(3)),
         ([1, 16, 3, 9], [24, 16, 3, 3], Conv2dParams::same(3)),
         ([1, 17, 3, 10], [40, 17, 3, 3], Conv2dParams::same(3)),
-        ([2, 3, 5, 4], [6, 3, 1, 1], Conv2dParams::default()), // pointwise
+        ([2, 3, 5, 4], [6, 3, 1, 1], Conv2dParams::default()), // pointwise, masked tail
+        ([2, 7, 4, 6], [9, 7, 1, 1], Conv2dParams::default()), // pointwise, whole vectors, edge tiles
         (
             [2, 4, 7, 5],
             [6, 2, 3, 2],
@@ -359,7 +360,8 @@ fn conv_transpose2d_gradients() {
 #[test]
 fn f32_kernels_agree_with_f64() {
     // Covers the 3x3 kernels (position tiles with tails, channel tiles with
-    // one to four vectors and widths past the tile) and the GEMM path.
+    // one to four vectors and widths past the tile), the GEMM path and the
+    // 1x1 weight-gradient tiles (masked tails, edge tiles, whole vectors).
     for (xs, ws, p) in [
         ([2, 12, 16, 27], [12, 12, 3, 3], Conv2dParams::same(3)),
         ([2, 12, 5, 32], [12, 12, 3, 3], Conv2dParams::same(3)),
@@ -369,6 +371,9 @@ fn f32_kernels_agree_with_f64() {
         ([2, 32, 7, 7], [64, 32, 3, 3], Conv2dParams::same(3)),
         ([2, 20, 7, 14], [64, 20, 3, 3], Conv2dParams::same(3)),
         ([1, 4, 14, 13], [64, 4, 3, 3], Conv2dParams::same(3)),
+        ([3, 64, 14, 14], [64, 64, 1, 1], Conv2dParams::default()),
+        ([2, 9, 7, 7], [5, 9, 1, 1], Conv2dParams::default()),
+        ([2, 7, 4, 8], [13, 7, 1, 1], Conv2dParams::default()),
         (
             [3, 5, 6, 9],
             [4, 5, 3, 3],

@@ -79,13 +79,16 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
     order
 }
 
-/// Gradients of `op`'s inputs (aligned with `op.inputs()`) from the gradient of its output.
+/// Gradients of `op`'s inputs (aligned with `op.inputs()`) from the gradient
+/// of its output. Two-input rules skip the gradient of an input that does
+/// not require one (`None` in its place).
 fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let needs = |a: &Tensor, b: &Tensor| [a.requires_grad(), b.requires_grad()];
     Ok(match op {
         Op::Unary(x, kind) => vec![Some(unary::backward(x, out, g, *kind)?)],
         Op::Binary(a, b, kind) => {
-            let (ga, gb) = binary::backward(a, b, out, g, *kind)?;
-            vec![Some(ga), Some(gb)]
+            let (ga, gb) = binary::backward(a, b, out, g, *kind, needs(a, b))?;
+            vec![ga, gb]
         }
         Op::Where(mask, _, _) => {
             let (gt, gf) = binary::where_backward(mask, g)?;
@@ -93,16 +96,16 @@ fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>
         }
         Op::Reduce(x, kind, dims) => vec![Some(reduce::backward(x, out, g, *kind, dims)?)],
         Op::Matmul(a, b) => {
-            let (ga, gb) = matmul::backward(a, b, g)?;
-            vec![Some(ga), Some(gb)]
+            let (ga, gb) = matmul::backward(a, b, g, needs(a, b))?;
+            vec![ga, gb]
         }
         Op::Conv2d(x, w, geom) => {
-            let (gx, gw) = conv::conv_backward(x, w, g, geom)?;
-            vec![Some(gx), Some(gw)]
+            let (gx, gw) = conv::conv_backward(x, w, g, geom, needs(x, w))?;
+            vec![gx, gw]
         }
         Op::ConvTranspose2d(y, w, geom) => {
-            let (gy, gw) = conv::conv_transpose_backward(y, w, g, geom)?;
-            vec![Some(gy), Some(gw)]
+            let (gy, gw) = conv::conv_transpose_backward(y, w, g, geom, needs(y, w))?;
+            vec![gy, gw]
         }
         Op::Reshape(x) => vec![Some(g.reshape(x.shape())?)],
         Op::Permute(_, dims) => vec![Some(view::permute_backward(g, dims)?)],

@@ -1,5 +1,6 @@
-//! CPU convolution kernels: im2col + GEMM for every geometry, a direct kernel
-//! for 3x3 stride-1 same convolutions, and 1x1 convolutions as one GEMM per image.
+//! CPU convolution kernels: im2col + GEMM for every geometry, direct kernels
+//! for 3x3 stride-1 same convolutions, and 1x1 convolutions as one GEMM per
+//! image (their weight gradient by the direct [`pointwise`] kernel).
 //!
 //! Images are independent: they are spread over rayon when each image's GEMM
 //! is small enough for matrixmultiply to keep on one thread, and run one
@@ -7,7 +8,9 @@
 
 use super::direct3x3::{self, DirectConv};
 use super::geometry::ConvGeom;
+use super::pointwise;
 use crate::cpu::matmul::{gemm_is_threaded, small_gemm};
+use crate::cpu::PAR_THRESHOLD;
 use crate::Element;
 use rayon::prelude::*;
 
@@ -239,6 +242,18 @@ pub(crate) fn conv_bwd_weight<T: DirectConv>(x: &[T], dy: &[T], g: &ConvGeom) ->
         return direct3x3::conv3x3_same_weight_grad(x, dy, g);
     }
     let (m, k, npos) = (g.og(), g.ckk(), g.y_positions());
+    if g.is_pointwise() && g.groups == 1 {
+        let ops = pointwise::Operands {
+            x,
+            dy,
+            n: g.n,
+            c: g.c,
+            o: g.o,
+            positions: npos,
+        };
+        let parallel = g.n * m * k * npos >= PAR_THRESHOLD;
+        return pointwise::weight_grad(&ops, T::pointwise_weight_kernel(), parallel);
+    }
     let accumulate_image = |dw: &mut [T], col: &mut Vec<T>, img: usize| {
         let xi = &x[img * g.x_image()..][..g.x_image()];
         let dyi = &dy[img * g.y_image()..][..g.y_image()];

@@ -13,6 +13,7 @@ pub(crate) use direct3x3::{
     weight_grad_into, DirectConv, ImageConv3x3, PerThread, Threads, WeightGrad,
 };
 mod geometry;
+mod pointwise;
 mod simd;
 
 use crate::autograd::op::Op;
@@ -292,22 +293,30 @@ pub(crate) fn conv_weight_grad(x: &Tensor, dy: &Tensor, geom: &ConvGeom) -> Resu
     ))
 }
 
-/// Gradients of `x` and `w` for `y = conv(x, w)` given the gradient `g` of `y`.
+/// Gradients of `x` and `w` (those asked for by `need`) for `y = conv(x, w)`
+/// given the gradient `g` of `y`.
 pub(crate) fn conv_backward(
     x: &Tensor,
     w: &Tensor,
     g: &Tensor,
     geom: &ConvGeom,
-) -> Result<(Tensor, Tensor)> {
-    Ok((conv_transpose(g, w, *geom)?, conv_weight_grad(x, g, geom)?))
+    [need_x, need_w]: [bool; 2],
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let gx = need_x.then(|| conv_transpose(g, w, *geom)).transpose()?;
+    let gw = need_w.then(|| conv_weight_grad(x, g, geom)).transpose()?;
+    Ok((gx, gw))
 }
 
-/// Gradients of `y` and `w` for `x = conv_transpose(y, w)` given the gradient `g` of `x`.
+/// Gradients of `y` and `w` (those asked for by `need`) for `x =
+/// conv_transpose(y, w)` given the gradient `g` of `x`.
 pub(crate) fn conv_transpose_backward(
     y: &Tensor,
     w: &Tensor,
     g: &Tensor,
     geom: &ConvGeom,
-) -> Result<(Tensor, Tensor)> {
-    Ok((conv_forward(g, w, *geom)?, conv_weight_grad(g, y, geom)?))
+    [need_y, need_w]: [bool; 2],
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let gy = need_y.then(|| conv_forward(g, w, *geom)).transpose()?;
+    let gw = need_w.then(|| conv_weight_grad(g, y, geom)).transpose()?;
+    Ok((gy, gw))
 }

@@ -1,8 +1,8 @@
-//! Minimal SIMD vectors for the hand-written CPU kernels: unaligned load,
-//! store, splat and fused multiply-add, over AVX-512 and AVX2 registers, with
-//! a one-lane scalar fallback. Kernels are written once, generic over
-//! [`Vector`], and compiled per instruction set inside `#[target_feature]`
-//! functions chosen at run time.
+//! Minimal SIMD vectors for the hand-written CPU kernels: unaligned (and
+//! masked) load, store, splat and fused multiply-add, over AVX-512 and AVX2
+//! registers, with a one-lane scalar fallback. Kernels are written once,
+//! generic over [`Vector`], and compiled per instruction set inside
+//! `#[target_feature]` functions chosen at run time ([`isa`]).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -17,6 +17,9 @@ pub(crate) trait Vector<T>: Copy {
     unsafe fn zero() -> Self;
     unsafe fn splat(x: T) -> Self;
     unsafe fn load(p: *const T) -> Self;
+    /// The first `count` (`1..=LANES`) elements at `p`, zeros after them;
+    /// nothing past them is read.
+    unsafe fn load_first(p: *const T, count: usize) -> Self;
     unsafe fn store(self, p: *mut T);
     /// `self + a * b`.
     unsafe fn mul_add(self, a: Self, b: Self) -> Self;
@@ -43,6 +46,10 @@ impl<T: crate::Element> Vector<T> for Scalar<T> {
         Scalar(*p)
     }
     #[inline(always)]
+    unsafe fn load_first(p: *const T, _count: usize) -> Self {
+        Scalar(*p)
+    }
+    #[inline(always)]
     unsafe fn store(self, p: *mut T) {
         *p = self.0
     }
@@ -61,7 +68,7 @@ impl<T: crate::Element> Vector<T> for Scalar<T> {
 }
 
 macro_rules! x86_vector {
-    ($name:ident, $t:ty, $reg:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $store:ident, $fma:ident, $add:ident, $sub:ident) => {
+    ($name:ident, $t:ty, $reg:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $load_first:expr, $store:ident, $fma:ident, $add:ident, $sub:ident) => {
         #[cfg(target_arch = "x86_64")]
         #[derive(Clone, Copy)]
         pub(crate) struct $name($reg);
@@ -80,6 +87,10 @@ macro_rules! x86_vector {
             #[inline(always)]
             unsafe fn load(p: *const $t) -> Self {
                 $name($load(p))
+            }
+            #[inline(always)]
+            unsafe fn load_first(p: *const $t, count: usize) -> Self {
+                $name($load_first(p, count))
             }
             #[inline(always)]
             unsafe fn store(self, p: *mut $t) {
@@ -109,6 +120,7 @@ x86_vector!(
     _mm512_setzero_ps,
     _mm512_set1_ps,
     _mm512_loadu_ps,
+    |p, n: usize| _mm512_maskz_loadu_ps(((1u32 << n) - 1) as __mmask16, p),
     _mm512_storeu_ps,
     _mm512_fmadd_ps,
     _mm512_add_ps,
@@ -122,6 +134,7 @@ x86_vector!(
     _mm512_setzero_pd,
     _mm512_set1_pd,
     _mm512_loadu_pd,
+    |p, n: usize| _mm512_maskz_loadu_pd(((1u32 << n) - 1) as __mmask8, p),
     _mm512_storeu_pd,
     _mm512_fmadd_pd,
     _mm512_add_pd,
@@ -135,6 +148,13 @@ x86_vector!(
     _mm256_setzero_ps,
     _mm256_set1_ps,
     _mm256_loadu_ps,
+    |p, n: usize| _mm256_maskload_ps(
+        p,
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
+        )
+    ),
     _mm256_storeu_ps,
     _mm256_fmadd_ps,
     _mm256_add_ps,
@@ -148,8 +168,43 @@ x86_vector!(
     _mm256_setzero_pd,
     _mm256_set1_pd,
     _mm256_loadu_pd,
+    |p, n: usize| _mm256_maskload_pd(
+        p,
+        _mm256_cmpgt_epi64(_mm256_set1_epi64x(n as i64), _mm256_setr_epi64x(0, 1, 2, 3))
+    ),
     _mm256_storeu_pd,
     _mm256_fmadd_pd,
     _mm256_add_pd,
     _mm256_sub_pd
 );
+
+/// The instruction sets the kernels are compiled for.
+#[cfg(target_arch = "x86_64")]
+pub(crate) enum Isa {
+    Avx512,
+    Avx2,
+    Baseline,
+}
+
+/// The best instruction set this CPU supports.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn isa() -> Isa {
+    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+        Isa::Avx512
+    } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        Isa::Avx2
+    } else {
+        Isa::Baseline
+    }
+}
+
+/// The sum of the first `lanes` elements of `v`.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions.
+#[inline(always)]
+pub(crate) unsafe fn horizontal_sum<T: crate::Element, V: Vector<T>>(v: V) -> T {
+    let mut lanes = [T::zero(); 64];
+    v.store(lanes.as_mut_ptr());
+    lanes[..V::LANES].iter().fold(T::zero(), |s, &x| s + x)
+}

@@ -6,6 +6,7 @@
 
 use crate::layout::{lockstep_rows, Layout, Rows};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Tensors with at least this many elements are processed in parallel.
 pub const PAR_THRESHOLD: usize = 1 << 15;
@@ -18,6 +19,33 @@ fn min_rows_per_task(row_len: usize) -> usize {
 #[inline]
 fn at(base: isize, k: usize, stride: isize) -> usize {
     (base + k as isize * stride) as usize
+}
+
+/// A buffer of `n` elements written row by row: `fill(r, row)` must write
+/// every element of row `r` (rows of `row_len`, the last one possibly
+/// shorter); rows are filled in parallel from [`PAR_THRESHOLD`] elements.
+/// The buffer is not zeroed first (it would be written twice).
+fn filled_rows<U, F>(n: usize, row_len: usize, fill: F) -> Vec<U>
+where
+    U: Copy + Send,
+    F: Fn((usize, &mut [MaybeUninit<U>])) + Sync + Send,
+{
+    let mut out: Vec<U> = Vec::with_capacity(n);
+    if n > 0 {
+        let spare = &mut out.spare_capacity_mut()[..n];
+        if n >= PAR_THRESHOLD {
+            spare
+                .par_chunks_mut(row_len)
+                .with_min_len(min_rows_per_task(row_len))
+                .enumerate()
+                .for_each(fill);
+        } else {
+            spare.chunks_mut(row_len).enumerate().for_each(fill);
+        }
+        // SAFETY: `fill` wrote all `n` elements (its contract).
+        unsafe { out.set_len(n) };
+    }
+    out
 }
 
 /// `out[i] = f(src[i])` over the elements of `layout` in row-major order.
@@ -37,33 +65,26 @@ where
         };
     }
     let rows = Rows::new(layout);
-    let mut out = vec![U::default(); n];
-    if n == 0 {
-        return out;
-    }
-    let fill = |(r, chunk): (usize, &mut [U])| {
+    filled_rows(n, rows.len, |(r, chunk)| {
         let base = rows.base(r);
         match rows.stride {
             1 => {
                 let row = &src[base as usize..][..chunk.len()];
-                chunk.iter_mut().zip(row).for_each(|(o, &x)| *o = f(x));
+                chunk.iter_mut().zip(row).for_each(|(o, &x)| {
+                    o.write(f(x));
+                });
             }
-            0 => chunk.fill(f(src[base as usize])),
-            stride => chunk
-                .iter_mut()
-                .enumerate()
-                .for_each(|(k, o)| *o = f(src[at(base, k, stride)])),
+            0 => {
+                let v = f(src[base as usize]);
+                chunk.iter_mut().for_each(|o| {
+                    o.write(v);
+                });
+            }
+            stride => chunk.iter_mut().enumerate().for_each(|(k, o)| {
+                o.write(f(src[at(base, k, stride)]));
+            }),
         }
-    };
-    if n >= PAR_THRESHOLD {
-        out.par_chunks_mut(rows.len)
-            .with_min_len(min_rows_per_task(rows.len))
-            .enumerate()
-            .for_each(fill);
-    } else {
-        out.chunks_mut(rows.len).enumerate().for_each(fill);
-    }
-    out
+    })
 }
 
 /// `out[i] = f(a[i], b[i])` for two layouts of the same shape.
@@ -87,11 +108,7 @@ where
     }
     let rows = lockstep_rows(&[la, lb]);
     let (ra, rb) = (&rows[0], &rows[1]);
-    let mut out = vec![T::default(); n];
-    if n == 0 {
-        return out;
-    }
-    let fill = |(r, chunk): (usize, &mut [T])| {
+    filled_rows(n, ra.len, |(r, chunk)| {
         let (ba, bb) = (ra.base(r), rb.base(r));
         let n = chunk.len();
         match (ra.stride, rb.stride) {
@@ -100,31 +117,27 @@ where
                 chunk
                     .iter_mut()
                     .zip(x.iter().zip(y))
-                    .for_each(|(o, (&x, &y))| *o = f(x, y));
+                    .for_each(|(o, (&x, &y))| {
+                        o.write(f(x, y));
+                    });
             }
             (1, 0) => {
                 let (x, y) = (&a[ba as usize..][..n], b[bb as usize]);
-                chunk.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x, y));
+                chunk.iter_mut().zip(x).for_each(|(o, &x)| {
+                    o.write(f(x, y));
+                });
             }
             (0, 1) => {
                 let (x, y) = (a[ba as usize], &b[bb as usize..][..n]);
-                chunk.iter_mut().zip(y).for_each(|(o, &y)| *o = f(x, y));
+                chunk.iter_mut().zip(y).for_each(|(o, &y)| {
+                    o.write(f(x, y));
+                });
             }
-            (sa, sb) => chunk
-                .iter_mut()
-                .enumerate()
-                .for_each(|(k, o)| *o = f(a[at(ba, k, sa)], b[at(bb, k, sb)])),
+            (sa, sb) => chunk.iter_mut().enumerate().for_each(|(k, o)| {
+                o.write(f(a[at(ba, k, sa)], b[at(bb, k, sb)]));
+            }),
         }
-    };
-    if n >= PAR_THRESHOLD {
-        out.par_chunks_mut(ra.len)
-            .with_min_len(min_rows_per_task(ra.len))
-            .enumerate()
-            .for_each(fill);
-    } else {
-        out.chunks_mut(ra.len).enumerate().for_each(fill);
-    }
-    out
+    })
 }
 
 /// `out[i] = f(a[i], b[i], c[i])` for three layouts of the same shape.
@@ -135,29 +148,16 @@ where
 {
     let n = a.1.elem_count();
     let rows = lockstep_rows(&[a.1, b.1, c.1]);
-    let mut out = vec![T::default(); n];
-    if n == 0 {
-        return out;
-    }
-    let fill = |(r, chunk): (usize, &mut [T])| {
+    filled_rows(n, rows[0].len, |(r, chunk)| {
         let bases = [rows[0].base(r), rows[1].base(r), rows[2].base(r)];
         for (k, o) in chunk.iter_mut().enumerate() {
-            *o = f(
+            o.write(f(
                 a.0[at(bases[0], k, rows[0].stride)],
                 b.0[at(bases[1], k, rows[1].stride)],
                 c.0[at(bases[2], k, rows[2].stride)],
-            );
+            ));
         }
-    };
-    if n >= PAR_THRESHOLD {
-        out.par_chunks_mut(rows[0].len)
-            .with_min_len(min_rows_per_task(rows[0].len))
-            .enumerate()
-            .for_each(fill);
-    } else {
-        out.chunks_mut(rows[0].len).enumerate().for_each(fill);
-    }
-    out
+    })
 }
 
 /// Folds one strided run of `len` elements into `acc`. Unit-stride runs are

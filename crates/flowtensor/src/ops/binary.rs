@@ -118,14 +118,20 @@ pub(crate) fn backward(
     y: &Tensor,
     g: &Tensor,
     op: BinaryOp,
-) -> Result<(Tensor, Tensor)> {
+    [need_a, need_b]: [bool; 2],
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let when = |need: bool, f: &dyn Fn() -> Result<Tensor>| need.then(f).transpose();
     Ok(match op {
-        BinaryOp::Add => (g.clone(), g.clone()),
-        BinaryOp::Sub => (g.clone(), g.neg()?),
-        BinaryOp::Mul => (g.mul(b)?, g.mul(a)?),
+        BinaryOp::Add => (
+            when(need_a, &|| Ok(g.clone()))?,
+            when(need_b, &|| Ok(g.clone()))?,
+        ),
+        BinaryOp::Sub => (when(need_a, &|| Ok(g.clone()))?, when(need_b, &|| g.neg())?),
+        BinaryOp::Mul => (when(need_a, &|| g.mul(b))?, when(need_b, &|| g.mul(a))?),
         BinaryOp::Div => {
             let ga = g.div(b)?;
-            (ga.clone(), ga.mul(y)?.neg()?)
+            let gb = when(need_b, &|| ga.mul(y)?.neg())?;
+            (need_a.then_some(ga), gb)
         }
     })
 }

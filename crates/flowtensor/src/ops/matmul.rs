@@ -43,10 +43,14 @@ impl Tensor {
 }
 
 /// Gradients of `a` and `b` for `y = a @ b` given the gradient `g` of `y`.
-pub(crate) fn backward(a: &Tensor, b: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
+pub(crate) fn backward(
+    a: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+    [need_a, need_b]: [bool; 2],
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
     let r = a.rank();
-    Ok((
-        g.matmul(&b.transpose(r - 2, r - 1)?)?,
-        a.transpose(r - 2, r - 1)?.matmul(g)?,
-    ))
+    let ga = need_a.then(|| g.matmul(&b.transpose(r - 2, r - 1)?));
+    let gb = need_b.then(|| a.transpose(r - 2, r - 1)?.matmul(g));
+    Ok((ga.transpose()?, gb.transpose()?))
 }

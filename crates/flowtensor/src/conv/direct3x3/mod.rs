@@ -16,9 +16,10 @@ mod weight;
 mod winograd;
 
 use super::geometry::ConvGeom;
+use super::pointwise;
 use super::simd::Scalar;
 #[cfg(target_arch = "x86_64")]
-use super::simd::{F32x16, F32x8, F64x4, F64x8};
+use super::simd::{isa, F32x16, F32x8, F64x4, F64x8, Isa};
 use crate::cpu::PAR_THRESHOLD;
 use crate::Element;
 use rayon::prelude::*;
@@ -133,58 +134,83 @@ macro_rules! direct_kernels {
                 None
             }
 
-            fn weight_kernel() -> (usize, WeightFn<$t>) {
+            fn weight_kernel(o: usize) -> (usize, WeightFn<$t>) {
                 #[cfg(target_arch = "x86_64")]
                 {
                     #[target_feature(enable = "avx512f,avx2,fma")]
-                    unsafe fn avx512(
+                    unsafe fn avx512<const OB: usize>(
                         g: &WeightGrad<$t>,
                         o0: usize,
                         ch: usize,
                         i: usize,
                     ) -> Vec<$t> {
-                        weight_tile::<$t, $avx512, 6>(g, o0, ch, i).concat()
+                        weight_tile::<$t, $avx512, OB>(g, o0, ch, i).concat()
                     }
                     #[target_feature(enable = "avx2,fma")]
-                    unsafe fn avx2(g: &WeightGrad<$t>, o0: usize, ch: usize, i: usize) -> Vec<$t> {
-                        weight_tile::<$t, $avx2, 3>(g, o0, ch, i).concat()
+                    unsafe fn avx2<const OB: usize>(
+                        g: &WeightGrad<$t>,
+                        o0: usize,
+                        ch: usize,
+                        i: usize,
+                    ) -> Vec<$t> {
+                        weight_tile::<$t, $avx2, OB>(g, o0, ch, i).concat()
                     }
                     match isa() {
-                        Isa::Avx512 => return (6, avx512),
-                        Isa::Avx2 => return (3, avx2),
+                        Isa::Avx512 => {
+                            return match least_padding(o, &[8, 6, 4, 2]) {
+                                8 => (8, avx512::<8>),
+                                6 => (6, avx512::<6>),
+                                4 => (4, avx512::<4>),
+                                _ => (2, avx512::<2>),
+                            }
+                        }
+                        Isa::Avx2 => {
+                            return match least_padding(o, &[3, 2]) {
+                                3 => (3, avx2::<3>),
+                                _ => (2, avx2::<2>),
+                            }
+                        }
                         Isa::Baseline => {}
                     }
                 }
                 unsafe fn baseline(g: &WeightGrad<$t>, o0: usize, ch: usize, i: usize) -> Vec<$t> {
                     weight_tile::<$t, Scalar<$t>, 1>(g, o0, ch, i).concat()
                 }
+                let _ = o;
                 (1, baseline)
+            }
+
+            fn pointwise_weight_kernel() -> (usize, usize, pointwise::TileFn<$t>) {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f,avx2,fma")]
+                    unsafe fn avx512(
+                        ops: &pointwise::Operands<$t>,
+                        o0: usize,
+                        c0: usize,
+                    ) -> Vec<$t> {
+                        pointwise::tile::<$t, $avx512, 4, 6>(ops, o0, c0).concat()
+                    }
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn avx2(ops: &pointwise::Operands<$t>, o0: usize, c0: usize) -> Vec<$t> {
+                        pointwise::tile::<$t, $avx2, 3, 3>(ops, o0, c0).concat()
+                    }
+                    match isa() {
+                        Isa::Avx512 => return (4, 6, avx512),
+                        Isa::Avx2 => return (3, 3, avx2),
+                        Isa::Baseline => {}
+                    }
+                }
+                unsafe fn baseline(ops: &pointwise::Operands<$t>, o0: usize, c0: usize) -> Vec<$t> {
+                    pointwise::tile::<$t, Scalar<$t>, 2, 2>(ops, o0, c0).concat()
+                }
+                (2, 2, baseline)
             }
         }
     };
 }
 
-/// The instruction sets the kernels are compiled for.
-#[cfg(target_arch = "x86_64")]
-enum Isa {
-    Avx512,
-    Avx2,
-    Baseline,
-}
-
-/// The best instruction set this CPU supports.
-#[cfg(target_arch = "x86_64")]
-fn isa() -> Isa {
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-        Isa::Avx512
-    } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        Isa::Avx2
-    } else {
-        Isa::Baseline
-    }
-}
-
-/// Element types with direct 3x3 kernels.
+/// Element types with direct kernels: 3x3 convolutions and the 1x1 weight gradient.
 pub(crate) trait DirectConv: Element {
     /// Upper bound on the vector width of any kernel, in elements.
     const LANES: usize;
@@ -198,12 +224,26 @@ pub(crate) trait DirectConv: Element {
     fn channel_kernel(o: usize) -> Option<(usize, channels::BlockFn<Self>)>;
     /// The Winograd kernels for `o` output channels, where this CPU has them.
     fn winograd_kernels(o: usize) -> Option<winograd::Kernels<Self>>;
-    /// The fastest weight-gradient kernel and its output block size.
-    fn weight_kernel() -> (usize, WeightFn<Self>);
+    /// The fastest weight-gradient kernel for `o` output channels and its
+    /// output block size (the one that pads `o` least).
+    fn weight_kernel(o: usize) -> (usize, WeightFn<Self>);
+    /// The fastest 1x1 weight-gradient tile and its output and input channels.
+    fn pointwise_weight_kernel() -> (usize, usize, pointwise::TileFn<Self>);
 }
 
 direct_kernels!(f32, F32x16, F32x8);
 direct_kernels!(f64, F64x8, F64x4);
+
+/// The block size in `sizes` (largest first) that pads `o` least, the
+/// larger on ties.
+fn least_padding(o: usize, sizes: &[usize]) -> usize {
+    let padded = |b: usize| o.div_ceil(b) * b;
+    sizes
+        .iter()
+        .copied()
+        .reduce(|best, b| if padded(b) < padded(best) { b } else { best })
+        .unwrap_or(1)
+}
 
 /// The vectors of output channels per block of the channel-tiled kernel for
 /// `o` channels and vectors of `lanes`: the count in 1..=4 that pads `o`
@@ -544,7 +584,7 @@ pub(crate) fn weight_grad_into<T: DirectConv>(
     dw: &mut [T],
     parallel: bool,
 ) {
-    let kernel = T::weight_kernel();
+    let kernel = T::weight_kernel(g.o);
     grad.load(x, dy, g, kernel.0, T::LANES);
     grad.accumulate(dw, kernel, parallel);
 }

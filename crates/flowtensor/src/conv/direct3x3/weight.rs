@@ -1,7 +1,7 @@
 //! The weight gradient of a 3x3 same convolution, reduced over the whole
 //! batch in registers.
 
-use crate::conv::simd::Vector;
+use crate::conv::simd::{horizontal_sum, Vector};
 use crate::conv::ConvGeom;
 use crate::Element;
 use rayon::prelude::*;
@@ -47,26 +47,44 @@ pub(crate) unsafe fn weight_tile<T: Element, V: Vector<T>, const OB: usize>(
     for img in 0..grad.n {
         let xc = &grad.xp[(img * grad.c + ch) * grad.x_plane + i * grad.wp..];
         let dy = &grad.dyp[(img * grad.o_padded + o0) * grad.positions..][..OB * grad.positions];
-        for p in (0..grad.positions).step_by(V::LANES) {
-            let row = &xc[p..][..V::LANES + 2];
-            let xs: [V; 3] = std::array::from_fn(|j| V::load(row.as_ptr().add(j)));
-            for (k, taps) in acc.iter_mut().enumerate() {
-                let dv = V::load(dy.as_ptr().add(k * grad.positions + p));
-                for (a, &x) in taps.iter_mut().zip(&xs) {
-                    *a = a.mul_add(dv, x);
-                }
-            }
-        }
+        assert!(xc.len() >= grad.positions + 2);
+        acc = image_tile::<T, V, OB>(acc, xc.as_ptr(), dy.as_ptr(), grad.positions);
     }
-    let mut lanes = [T::zero(); 64];
+    // (loops, not `map`: closures do not inherit the caller's target features)
     let mut sums = [[T::zero(); 3]; OB];
     for (taps, out) in acc.iter().zip(sums.iter_mut()) {
-        for (v, o) in taps.iter().zip(out.iter_mut()) {
-            v.store(lanes.as_mut_ptr());
-            *o = lanes[..V::LANES].iter().fold(T::zero(), |s, &x| s + x);
+        for (&v, o) in taps.iter().zip(out.iter_mut()) {
+            *o = horizontal_sum(v);
         }
     }
     sums
+}
+
+/// One image's part of [`weight_tile`]: `acc` plus the products over
+/// `positions` (a multiple of the lanes) of the `OB` rows of `dy` (row
+/// stride `positions`) with `x` shifted by 0, 1 and 2. The accumulators
+/// go in and out by value so that they stay in registers.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions; `x` must cover `positions + 2`
+/// elements and `dy` `OB * positions`.
+#[inline(always)]
+unsafe fn image_tile<T: Element, V: Vector<T>, const OB: usize>(
+    mut acc: [[V; 3]; OB],
+    x: *const T,
+    dy: *const T,
+    positions: usize,
+) -> [[V; 3]; OB] {
+    for p in (0..positions).step_by(V::LANES) {
+        let xs: [V; 3] = std::array::from_fn(|j| V::load(x.add(p + j)));
+        for (k, taps) in acc.iter_mut().enumerate() {
+            let dv = V::load(dy.add(k * positions + p));
+            for (a, &x) in taps.iter_mut().zip(&xs) {
+                *a = a.mul_add(dv, x);
+            }
+        }
+    }
+    acc
 }
 
 impl<T: Element> WeightGrad<T> {
