@@ -26,9 +26,9 @@ pub type MixingFactory = LayerFactory;
 pub enum ConditionerKind {
     /// [`crate::layers::conditioner::GlowNet`] with [`GlowConfig::hidden`] channels.
     GlowNet,
-    /// [`crate::layers::conditioner::DenseNetGated`] with these sizes
+    /// [`crate::layers::conditioner::DenseNet`] with these sizes
     /// ([`GlowConfig::hidden`] is unused).
-    DenseNetGated(DenseNetConfig),
+    DenseNet(DenseNetConfig),
 }
 
 /// The hyper-parameters of a [`Glow`].
@@ -184,7 +184,7 @@ impl Glow {
                                 device,
                                 gen,
                             )?,
-                            ConditionerKind::DenseNetGated(dense) => {
+                            ConditionerKind::DenseNet(dense) => {
                                 Coupling::densenet(c, config.coupling, dense, dtype, device, gen)?
                             }
                         }),

@@ -2,7 +2,7 @@
 //! scale and conditioner, the starting point, the initialisation, and errors.
 
 use flowlayers::layers::conditioner::{
-    Conditioner, Conv2d, DenseNetConfig, DenseNetGated, GlowNet, ZeroConv2d,
+    Conditioner, Conv2d, DenseNet, DenseNetConfig, GlowNet, ZeroConv2d,
 };
 use flowlayers::layers::coupling::{Coupling, CouplingKind, ScaleFn};
 use flowlayers::testing::{check_flow, FlowCheck};
@@ -19,6 +19,7 @@ const DENSE: DenseNetConfig = DenseNetConfig {
     depth: 2,
     growth: 3,
     intermediate: Some(5),
+    gated: true,
 };
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -49,6 +50,7 @@ fn densenet_couplings_pass_the_layer_checks() {
         depth: 2,
         growth: 4,
         intermediate: None,
+        gated: false,
     };
     for kind in KINDS {
         for (config, shape) in [(DENSE, [2, 4, 3, 3]), (wide, [2, 6, 3, 3])] {
@@ -64,12 +66,77 @@ fn densenet_couplings_pass_the_layer_checks() {
 }
 
 #[test]
+fn densenet_output_is_plain_or_gated() {
+    // The same dense layers (same seed), then the output convolution: plain,
+    // or 3 * out channels (a, b, c) combined as a + b * sigmoid(c).
+    let mut gen = Generator::new(11);
+    let x = gen.randn(&[2, 3, 4, 5], DType::F64, Device::Cpu).unwrap();
+    let net = |gated| {
+        let config = DenseNetConfig { gated, ..DENSE };
+        DenseNet::new(
+            3,
+            4,
+            config,
+            DType::F64,
+            Device::Cpu,
+            &mut Generator::new(2),
+        )
+        .unwrap()
+    };
+    let (plain, gated) = (net(false), net(true));
+    let output = |n: &DenseNet| {
+        n.parameters()
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("output."))
+            .map(|(_, t)| t)
+            .collect::<Vec<_>>()
+    };
+    let (po, go) = (output(&plain), output(&gated));
+    assert_eq!(po[0].shape(), [4, 9, 1, 1]);
+    assert_eq!(go[0].shape(), [12, 9, 1, 1]);
+    // gated output weights = [A; B; C]; the plain net gets A
+    for t in &go {
+        t.set_data(&gen.randn(t.shape(), DType::F64, Device::Cpu).unwrap())
+            .unwrap();
+    }
+    for (p, g) in po.iter().zip(&go) {
+        p.set_data(&g.narrow(0, 0, 4).unwrap()).unwrap();
+    }
+    let y_plain = plain.forward(&x).unwrap();
+    let y_gated = gated.forward(&x).unwrap();
+    // rebuild b * sigmoid(c) with the plain net carrying B, then C
+    let part = |k: usize| {
+        for (p, g) in po.iter().zip(&go) {
+            p.set_data(&g.narrow(0, 4 * k, 4).unwrap()).unwrap();
+        }
+        plain.forward(&x).unwrap()
+    };
+    let (b, c) = (part(1), part(2));
+    let want = y_plain.add(&b.mul(&c.sigmoid().unwrap()).unwrap()).unwrap();
+    assert!(max_abs_diff(&y_gated, &want) < 1e-12);
+}
+
+#[test]
 fn conditioners_start_at_exactly_zero() {
     let mut gen = Generator::new(3);
     let x = gen.randn(&[2, 3, 4, 5], DType::F64, Device::Cpu).unwrap();
     let nets: Vec<Box<dyn Conditioner>> = vec![
         Box::new(GlowNet::new(3, 8, 4, DType::F64, Device::Cpu, &mut gen).unwrap()),
-        Box::new(DenseNetGated::new(3, 4, DENSE, DType::F64, Device::Cpu, &mut gen).unwrap()),
+        Box::new(DenseNet::new(3, 4, DENSE, DType::F64, Device::Cpu, &mut gen).unwrap()),
+        Box::new(
+            DenseNet::new(
+                3,
+                4,
+                DenseNetConfig {
+                    gated: false,
+                    ..DENSE
+                },
+                DType::F64,
+                Device::Cpu,
+                &mut gen,
+            )
+            .unwrap(),
+        ),
         Box::new(ZeroConv2d::new(3, 4, DType::F64, Device::Cpu).unwrap()),
     ];
     for net in nets {
@@ -186,8 +253,8 @@ fn parameters_are_named_after_the_conditioner_layers() {
     assert_eq!(find("net.layers.0.0.weight"), [5, 2, 1, 1]);
     assert_eq!(find("net.layers.0.1.weight"), [3, 5, 3, 3]);
     assert_eq!(find("net.layers.1.0.weight"), [5, 5, 1, 1]);
-    assert_eq!(find("net.gate.weight"), [6, 8, 1, 1]);
-    assert_eq!(find("net.gate.bias"), [6]);
+    assert_eq!(find("net.output.weight"), [6, 8, 1, 1]);
+    assert_eq!(find("net.output.bias"), [6]);
 }
 
 #[test]

@@ -69,10 +69,11 @@ fn a_one_channel_eight_by_eight_glow_passes_the_layer_checks() {
 
 #[test]
 fn glow_variants_pass_the_layer_checks() {
-    let dense = ConditionerKind::DenseNetGated(DenseNetConfig {
+    let dense = ConditionerKind::DenseNet(DenseNetConfig {
         depth: 2,
         growth: 4,
         intermediate: Some(8),
+        gated: true,
     });
     let variants = [
         (CouplingKind::Additive, dense, true),

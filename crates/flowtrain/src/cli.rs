@@ -52,8 +52,12 @@ pub struct TrainArgs {
     pub densenet_growth: Option<usize>,
     #[arg(long)]
     pub n_intermediate_channels: Option<usize>,
-    #[arg(long)]
+    /// Split priors between levels (`--use-splitprior` alone: true).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub use_splitprior: Option<bool>,
+    /// A gated output convolution in the DenseNet conditioner (`--use-gated-conv` alone: true).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub use_gated_conv: Option<bool>,
     #[arg(long = "dequantize-distribution", value_parser = ["uniform", "flow"])]
     pub dequantize: Option<String>,
     #[arg(long)]
@@ -128,6 +132,10 @@ impl TrainArgs {
         set(
             "use_splitprior",
             self.use_splitprior.map(toml::Value::Boolean),
+        );
+        set(
+            "use_gated_conv",
+            self.use_gated_conv.map(toml::Value::Boolean),
         );
         set("dequantize", string(&self.dequantize));
         set(

@@ -104,6 +104,8 @@ pub struct TrainConfig {
     pub densenet_growth: usize,
     /// DenseNet 1x1 bottleneck width (0: the layer's input width).
     pub n_intermediate_channels: usize,
+    /// A gated output convolution in the DenseNet conditioner.
+    pub use_gated_conv: bool,
     pub use_splitprior: bool,
     /// Series terms of the convolution exponential in training (evaluation uses `convexp_eval_terms`).
     pub convexp_terms: usize,
@@ -159,6 +161,7 @@ impl Default for TrainConfig {
             densenet_depth: 0,
             densenet_growth: 16,
             n_intermediate_channels: 0,
+            use_gated_conv: false,
             use_splitprior: true,
             convexp_terms: 6,
             convexp_eval_terms: 13,

@@ -75,11 +75,12 @@ fn glow_config(config: &TrainConfig, dtype: DType, device: Device) -> GlowConfig
     );
     glow.split_prior = config.use_splitprior;
     if config.densenet_depth > 0 {
-        glow.conditioner = ConditionerKind::DenseNetGated(DenseNetConfig {
+        glow.conditioner = ConditionerKind::DenseNet(DenseNetConfig {
             depth: config.densenet_depth,
             growth: config.densenet_growth,
             intermediate: (config.n_intermediate_channels > 0)
                 .then_some(config.n_intermediate_channels),
+            gated: config.use_gated_conv,
         });
     }
     if config.model_type == ModelType::Sylvester {

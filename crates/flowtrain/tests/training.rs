@@ -325,20 +325,66 @@ fn a_run_killed_between_checkpoints_resumes_to_the_uninterrupted_result() {
 }
 
 #[test]
+fn the_paper_flags_resolve_to_the_configuration() {
+    use clap::Parser;
+    use flowtrain::cli::{Cli, Command};
+    let resolve = |flags: &[&str]| {
+        let argv = [&["flowtrain", "train"], flags].concat();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Train(args) => args.resolve().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let c = resolve(&[
+        "--mixing",
+        "emerging",
+        "--densenet-depth",
+        "3",
+        "--densenet-growth",
+        "12",
+        "--n-intermediate-channels",
+        "24",
+        "--use-gated-conv",
+        "--use-splitprior",
+        "false",
+        "--epochs",
+        "2",
+    ]);
+    assert_eq!(c.mixing, Mixing::Emerging);
+    assert_eq!(
+        (
+            c.densenet_depth,
+            c.densenet_growth,
+            c.n_intermediate_channels
+        ),
+        (3, 12, 24)
+    );
+    assert!(c.use_gated_conv && !c.use_splitprior);
+    assert_eq!(c.epochs, Some(2));
+    let c = resolve(&["--use-splitprior"]);
+    assert!(!c.use_gated_conv && c.use_splitprior);
+}
+
+#[test]
 fn every_mixing_and_the_sylvester_model_train() {
     use flowtrain::config::ModelType;
+    // (mixing, model, DenseNet conditioner depth and gate)
     let runs = [
-        (Mixing::OneByOne, ModelType::CouplingFlow),
-        (Mixing::ConvExp, ModelType::CouplingFlow),
-        (Mixing::Emerging, ModelType::CouplingFlow),
-        (Mixing::Woodbury, ModelType::CouplingFlow),
-        (Mixing::OneByOne, ModelType::Sylvester),
+        (Mixing::OneByOne, ModelType::CouplingFlow, (0, false)),
+        (Mixing::ConvExp, ModelType::CouplingFlow, (0, false)),
+        (Mixing::Emerging, ModelType::CouplingFlow, (0, false)),
+        (Mixing::Woodbury, ModelType::CouplingFlow, (0, false)),
+        (Mixing::OneByOne, ModelType::Sylvester, (0, false)),
+        (Mixing::OneByOne, ModelType::CouplingFlow, (2, false)),
+        (Mixing::OneByOne, ModelType::CouplingFlow, (2, true)),
     ];
-    for (mixing, model_type) in runs {
+    for (mixing, model_type, (densenet_depth, use_gated_conv)) in runs {
         let dir = tempfile::tempdir().unwrap();
         let config = TrainConfig {
             mixing,
             model_type,
+            densenet_depth,
+            use_gated_conv,
             woodbury_rank: 4,
             steps: 3,
             eval_every: 3,

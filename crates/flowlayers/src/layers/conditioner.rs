@@ -6,7 +6,7 @@
 //! - [`ZeroConv2d`]: Glow's zero-initialised output convolution with a learned
 //!   per-channel log-scale;
 //! - [`GlowNet`]: Glow's three-layer coupling network;
-//! - [`DenseNetGated`]: the DenseNet with gated output of the convolution
+//! - [`DenseNet`]: the DenseNet (plain or gated output) of the convolution
 //!   exponential paper's mixing experiments.
 
 use crate::flow::{parameter, prefixed};
@@ -226,7 +226,7 @@ impl Conditioner for GlowNet {
     }
 }
 
-/// Sizes of a [`DenseNetGated`].
+/// Sizes of a [`DenseNet`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DenseNetConfig {
     /// Number of dense layers.
@@ -236,43 +236,48 @@ pub struct DenseNetConfig {
     /// Width of each dense layer's 1x1 bottleneck; `None` keeps the layer's
     /// input width (what the reference code does).
     pub intermediate: Option<usize>,
+    /// A gated output convolution (`--use_gated_conv`) instead of a plain one.
+    pub gated: bool,
 }
 
-/// The DenseNet conditioner with gated output from the mixing experiments of
-/// Hoogeboom, Garcia Satorras, Tomczak and Welling, "The Convolution
-/// Exponential and Generalized Sylvester Flows" (2020).
+/// The DenseNet conditioner of the mixing experiments of Hoogeboom, Garcia
+/// Satorras, Tomczak and Welling, "The Convolution Exponential and
+/// Generalized Sylvester Flows" (2020).
 ///
 /// With `h_0 = x` (`in_channels` channels), dense layer `i = 1..=depth` is
 /// `h_i = cat(h_{i-1}, relu(conv3x3(relu(conv1x1(h_{i-1})))))` along the
 /// channels: the 1x1 convolution maps to `intermediate` channels (or keeps
 /// the width of `h_{i-1}` when `intermediate` is `None`), the 3x3 one to
 /// `growth`, so `h_depth` has `in + depth * growth` channels. The output
-/// layer is a 1x1 convolution to `3 * out_channels` channels, split in that
-/// order into `(a, b, c)`, and the network returns `a + b * sigmoid(c)`.
+/// layer is a 1x1 convolution, plain (`out_channels` channels) or gated
+/// (`config.gated`, the paper's `--use_gated_conv`): `3 * out_channels`
+/// channels split in that order into `(a, b, c)`, returning
+/// `a + b * sigmoid(c)`.
 ///
 /// Choices (the paper's description leaves them open; the reference
 /// implementation, `models/architectures/densenet.py`, was consulted):
-/// - the gated output convolution is 1x1, as in the reference code;
+/// - the output convolution is 1x1, as in the reference code;
 /// - it is zero-initialised (weight and bias), so the network starts at
 ///   exactly 0 and a coupling built on it at the identity. In the reference
 ///   code the zero-initialised layer is instead a plain 1x1 convolution after
 ///   a "dense-in-residual" stack of such DenseNets (a first 1x1 convolution to
 ///   the intermediate width, residual DenseNet blocks); this type is one
-///   DenseNet block with the zero initialisation moved onto its gate;
+///   DenseNet block with the zero initialisation moved onto its output layer;
 /// - no dropout (an option of the reference code; it would make the
 ///   coupling's forward and inverse disagree in training mode);
 /// - the dense layers' convolutions have biases and PyTorch's default
 ///   initialisation ([`Conv2d::new`]).
 ///
-/// Parameters: `layers.{i}.0.*` (1x1), `layers.{i}.1.*` (3x3), `gate.weight`, `gate.bias`.
-pub struct DenseNetGated {
+/// Parameters: `layers.{i}.0.*` (1x1), `layers.{i}.1.*` (3x3), `output.weight`, `output.bias`.
+pub struct DenseNet {
     layers: Vec<(Conv2d, Conv2d)>,
-    gate: Conv2d,
+    output: Conv2d,
+    gated: bool,
     in_channels: usize,
     out_channels: usize,
 }
 
-impl DenseNetGated {
+impl DenseNet {
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -290,24 +295,29 @@ impl DenseNetGated {
             layers.push((bottleneck, grow));
             width += config.growth;
         }
-        Ok(DenseNetGated {
+        let outputs = if config.gated { 3 } else { 1 } * out_channels;
+        Ok(DenseNet {
             layers,
-            gate: Conv2d::zeros(width, 3 * out_channels, 1, dtype, device)?,
+            output: Conv2d::zeros(width, outputs, 1, dtype, device)?,
+            gated: config.gated,
             in_channels,
             out_channels,
         })
     }
 }
 
-impl Conditioner for DenseNetGated {
+impl Conditioner for DenseNet {
     fn forward(&self, h: &Tensor) -> Result<Tensor> {
         let mut h = h.clone();
         for (bottleneck, grow) in &self.layers {
             let new = grow.forward(&bottleneck.forward(&h)?.relu()?)?.relu()?;
             h = Tensor::cat(&[&h, &new], 1)?;
         }
-        let g = self.gate.forward(&h)?;
-        let abc = g.chunk(3, 1)?;
+        let out = self.output.forward(&h)?;
+        if !self.gated {
+            return Ok(out);
+        }
+        let abc = out.chunk(3, 1)?;
         abc[0].add(&abc[1].mul(&abc[2].sigmoid()?)?)
     }
 
@@ -317,7 +327,7 @@ impl Conditioner for DenseNetGated {
             all.extend(prefixed(&format!("layers.{i}.0"), bottleneck.parameters()));
             all.extend(prefixed(&format!("layers.{i}.1"), grow.parameters()));
         }
-        all.extend(prefixed("gate", self.gate.parameters()));
+        all.extend(prefixed("output", self.output.parameters()));
         all
     }
 

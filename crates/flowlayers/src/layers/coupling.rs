@@ -2,7 +2,7 @@
 
 use crate::base::sum_per_sample;
 use crate::flow::{prefixed, Flow};
-use crate::layers::conditioner::{Conditioner, DenseNetConfig, DenseNetGated, GlowNet};
+use crate::layers::conditioner::{Conditioner, DenseNet, DenseNetConfig, GlowNet};
 use flowtensor::{DType, Device, Error, Generator, Result, Tensor};
 
 /// How an affine coupling turns the conditioner's raw output `h` into a
@@ -127,7 +127,7 @@ impl Coupling {
         Self::new(channels, kind, Box::new(net))
     }
 
-    /// A coupling with a [`DenseNetGated`] conditioner.
+    /// A coupling with a [`DenseNet`] conditioner.
     pub fn densenet(
         channels: usize,
         kind: CouplingKind,
@@ -137,7 +137,7 @@ impl Coupling {
         gen: &mut Generator,
     ) -> Result<Self> {
         let (c1, c2) = Self::split_sizes(channels);
-        let net = DenseNetGated::new(
+        let net = DenseNet::new(
             c1,
             kind.conditioner_channels(c2),
             config,
