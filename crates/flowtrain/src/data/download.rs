@@ -145,8 +145,15 @@ pub fn cifar10(dir: &Path, base: Option<&str>) -> Result<()> {
     let remote = cifar10_archive(base.unwrap_or(CIFAR10_BASE));
     eprintln!("fetching {}", remote.url);
     let archive = fetch(&remote, dir)?;
-    let file = std::fs::File::open(&archive).map_err(|e| TrainError::io(&archive, e))?;
+    unpack_tar_gz(&archive, dir)
+}
+
+/// Unpacks the gzipped tar `archive` into `dir` (entries that would land
+/// outside `dir` are skipped by the `tar` crate); a damaged archive is an
+/// error naming it.
+pub fn unpack_tar_gz(archive: &Path, dir: &Path) -> Result<()> {
+    let file = std::fs::File::open(archive).map_err(|e| TrainError::io(archive, e))?;
     tar::Archive::new(flate2::read::GzDecoder::new(file))
         .unpack(dir)
-        .map_err(|e| TrainError::data(&archive, format!("cannot unpack: {e}")))
+        .map_err(|e| TrainError::data(archive, format!("cannot unpack: {e}")))
 }
