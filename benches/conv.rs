@@ -11,6 +11,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use flows::flowtensor::{Conv2dParams, DType, Device, Generator, Tensor};
 use std::hint::black_box;
 
+// The training binaries' allocator (see `flowtrain::allocator`).
+flows::flowtrain::training_allocator!();
+
 const CASES: [(usize, usize, usize); 3] = [(64, 12, 16), (64, 48, 8), (16, 12, 32)];
 
 fn inputs(n: usize, c: usize, h: usize) -> (Tensor, Tensor) {
@@ -21,6 +24,7 @@ fn inputs(n: usize, c: usize, h: usize) -> (Tensor, Tensor) {
 }
 
 fn conv2d(crit: &mut Criterion) {
+    flows::flowtrain::allocator::keep_freed_memory();
     let same = Conv2dParams::same(3);
     let mut fwd = crit.benchmark_group("conv2d_fwd");
     for (n, c, h) in CASES {
@@ -63,6 +67,7 @@ const GLOW_NET: [(usize, usize, usize, usize); 7] = [
 ];
 
 fn glow_net(crit: &mut Criterion) {
+    flows::flowtrain::allocator::keep_freed_memory();
     let n = 64;
     let mut gen = Generator::new(0);
     let mut cases = Vec::new();

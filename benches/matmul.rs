@@ -9,9 +9,13 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flows::flowtensor::{DType, Device, Generator};
 use std::hint::black_box;
 
+// The training binaries' allocator (see `flowtrain::allocator`).
+flows::flowtrain::training_allocator!();
+
 const N: usize = 1024;
 
 fn matmul(c: &mut Criterion) {
+    flows::flowtrain::allocator::keep_freed_memory();
     let mut group = c.benchmark_group("matmul");
     group.throughput(Throughput::Elements(2 * (N * N * N) as u64));
     group.sample_size(20);

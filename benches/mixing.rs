@@ -24,6 +24,9 @@ use flows::flowlayers::{Flow, Sequential};
 use flows::flowtensor::{DType, Device, Generator, Tensor};
 use std::hint::black_box;
 
+// The training binaries' allocator (see `flowtrain::allocator`).
+flows::flowtrain::training_allocator!();
+
 const SHAPE: [usize; 4] = [64, 12, 16, 16];
 
 fn mixings(gen: &mut Generator) -> Vec<(&'static str, Box<dyn Flow>)> {
@@ -63,6 +66,7 @@ fn mixings(gen: &mut Generator) -> Vec<(&'static str, Box<dyn Flow>)> {
 }
 
 fn mixing(crit: &mut Criterion) {
+    flows::flowtrain::allocator::keep_freed_memory();
     let mut gen = Generator::new(0);
     let x = gen.randn(&SHAPE, DType::F32, Device::Cpu).unwrap();
     let layers = mixings(&mut gen);
@@ -80,6 +84,7 @@ fn mixing(crit: &mut Criterion) {
 }
 
 fn emerging_solve(crit: &mut Criterion) {
+    flows::flowtrain::allocator::keep_freed_memory();
     let mut group = crit.benchmark_group("emerging_solve");
     for (n, c, h) in [(64, 12, 16), (1, 12, 64)] {
         let mut gen = Generator::new(1);

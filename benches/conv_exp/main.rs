@@ -23,6 +23,9 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 
+// The training binaries' allocator (see `flowtrain::allocator`).
+flows::flowtrain::training_allocator!();
+
 const SHAPES: [(usize, usize, usize); 3] = [(64, 12, 16), (64, 48, 8), (16, 12, 32)];
 
 fn inputs(n: usize, c: usize, h: usize) -> (Tensor, Tensor) {
@@ -80,6 +83,7 @@ fn criterion_dir() -> PathBuf {
 }
 
 fn main() {
+    flows::flowtrain::allocator::keep_freed_memory();
     let mut crit = Criterion::default().configure_from_args();
     convexp(&mut crit);
     crit.final_summary();

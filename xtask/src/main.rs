@@ -6,10 +6,10 @@
 
 use clap::{Parser, Subcommand};
 
-/// See `flowtrain::allocator`.
-#[global_allocator]
-static ALLOCATOR: flowtrain::allocator::MiMalloc = flowtrain::allocator::MiMalloc;
 use std::process::{Command, ExitCode};
+
+// See `flowtrain::allocator`.
+flowtrain::training_allocator!();
 
 #[derive(Parser)]
 #[command(about = "Tasks of the flows workspace")]

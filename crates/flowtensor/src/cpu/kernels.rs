@@ -48,6 +48,26 @@ where
     out
 }
 
+/// Elements per piece of a contiguous elementwise op.
+const PIECE: usize = 4096;
+
+/// `out[i] = f(x[i])`. A function of its own, so that `out` is known not to
+/// alias `f`'s captures: their loads leave the loop and it vectorizes.
+#[inline]
+fn write_map<T: Copy, U, F: Fn(T) -> U>(out: &mut [MaybeUninit<U>], x: &[T], f: &F) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        o.write(f(x));
+    }
+}
+
+/// `out[i] = f(x[i], y[i])`, like [`write_map`].
+#[inline]
+fn write_zip<T: Copy, F: Fn(T, T) -> T>(out: &mut [MaybeUninit<T>], x: &[T], y: &[T], f: &F) {
+    for (o, (&x, &y)) in out.iter_mut().zip(x.iter().zip(y)) {
+        o.write(f(x, y));
+    }
+}
+
 /// `out[i] = f(src[i])` over the elements of `layout` in row-major order.
 pub fn map<T, U, F>(src: &[T], layout: &Layout, f: F) -> Vec<U>
 where
@@ -58,22 +78,13 @@ where
     let n = layout.elem_count();
     if let Some(range) = layout.contiguous_range() {
         let s = &src[range];
-        return if n >= PAR_THRESHOLD {
-            s.par_iter().with_min_len(4096).map(|&x| f(x)).collect()
-        } else {
-            s.iter().map(|&x| f(x)).collect()
-        };
+        return filled_rows(n, PIECE, |(r, chunk)| write_map(chunk, &s[r * PIECE..], &f));
     }
     let rows = Rows::new(layout);
     filled_rows(n, rows.len, |(r, chunk)| {
         let base = rows.base(r);
         match rows.stride {
-            1 => {
-                let row = &src[base as usize..][..chunk.len()];
-                chunk.iter_mut().zip(row).for_each(|(o, &x)| {
-                    o.write(f(x));
-                });
-            }
+            1 => write_map(chunk, &src[base as usize..], &f),
             0 => {
                 let v = f(src[base as usize]);
                 chunk.iter_mut().for_each(|o| {
@@ -96,15 +107,9 @@ where
     let n = la.elem_count();
     if let (Some(ra), Some(rb)) = (la.contiguous_range(), lb.contiguous_range()) {
         let (a, b) = (&a[ra], &b[rb]);
-        return if n >= PAR_THRESHOLD {
-            a.par_iter()
-                .zip(b.par_iter())
-                .with_min_len(4096)
-                .map(|(&x, &y)| f(x, y))
-                .collect()
-        } else {
-            a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
-        };
+        return filled_rows(n, PIECE, |(r, chunk)| {
+            write_zip(chunk, &a[r * PIECE..], &b[r * PIECE..], &f)
+        });
     }
     let rows = lockstep_rows(&[la, lb]);
     let (ra, rb) = (&rows[0], &rows[1]);
@@ -112,26 +117,14 @@ where
         let (ba, bb) = (ra.base(r), rb.base(r));
         let n = chunk.len();
         match (ra.stride, rb.stride) {
-            (1, 1) => {
-                let (x, y) = (&a[ba as usize..][..n], &b[bb as usize..][..n]);
-                chunk
-                    .iter_mut()
-                    .zip(x.iter().zip(y))
-                    .for_each(|(o, (&x, &y))| {
-                        o.write(f(x, y));
-                    });
-            }
+            (1, 1) => write_zip(chunk, &a[ba as usize..][..n], &b[bb as usize..][..n], &f),
             (1, 0) => {
-                let (x, y) = (&a[ba as usize..][..n], b[bb as usize]);
-                chunk.iter_mut().zip(x).for_each(|(o, &x)| {
-                    o.write(f(x, y));
-                });
+                let y = b[bb as usize];
+                write_map(chunk, &a[ba as usize..][..n], &|x| f(x, y));
             }
             (0, 1) => {
-                let (x, y) = (a[ba as usize], &b[bb as usize..][..n]);
-                chunk.iter_mut().zip(y).for_each(|(o, &y)| {
-                    o.write(f(x, y));
-                });
+                let x = a[ba as usize];
+                write_map(chunk, &b[bb as usize..][..n], &|y| f(x, y));
             }
             (sa, sb) => chunk.iter_mut().enumerate().for_each(|(k, o)| {
                 o.write(f(a[at(ba, k, sa)], b[at(bb, k, sb)]));

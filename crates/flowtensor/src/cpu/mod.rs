@@ -77,30 +77,30 @@ fn sigmoid<T: Float>(x: T) -> T {
 fn unary_kernel<T: Element>(src: &[T], l: &Layout, op: UnaryOp) -> Vec<T> {
     let zero = T::zero();
     match op {
-        UnaryOp::Neg => map(src, l, |x: T| -x),
-        UnaryOp::Exp => map(src, l, |x: T| x.exp()),
-        UnaryOp::Log => map(src, l, |x: T| x.ln()),
-        UnaryOp::Log1p => map(src, l, |x: T| x.ln_1p()),
-        UnaryOp::Sqrt => map(src, l, |x: T| x.sqrt()),
-        UnaryOp::Abs => map(src, l, |x: T| x.abs()),
-        UnaryOp::Square => map(src, l, |x: T| x * x),
-        UnaryOp::Tanh => map(src, l, |x: T| x.tanh()),
+        UnaryOp::Neg => map(src, l, move |x: T| -x),
+        UnaryOp::Exp => map(src, l, move |x: T| x.exp()),
+        UnaryOp::Log => map(src, l, move |x: T| x.ln()),
+        UnaryOp::Log1p => map(src, l, move |x: T| x.ln_1p()),
+        UnaryOp::Sqrt => map(src, l, move |x: T| x.sqrt()),
+        UnaryOp::Abs => map(src, l, move |x: T| x.abs()),
+        UnaryOp::Square => map(src, l, move |x: T| x * x),
+        UnaryOp::Tanh => map(src, l, move |x: T| x.tanh()),
         UnaryOp::Sigmoid => map(src, l, sigmoid),
-        UnaryOp::LogSigmoid => map(src, l, |x: T| x.min(zero) - (-x.abs()).exp().ln_1p()),
-        UnaryOp::Softplus => map(src, l, |x: T| x.max(zero) + (-x.abs()).exp().ln_1p()),
-        UnaryOp::Relu => map(src, l, |x: T| x.max(zero)),
-        UnaryOp::Silu => map(src, l, |x: T| x * sigmoid(x)),
+        UnaryOp::LogSigmoid => map(src, l, move |x: T| x.min(zero) - (-x.abs()).exp().ln_1p()),
+        UnaryOp::Softplus => map(src, l, move |x: T| x.max(zero) + (-x.abs()).exp().ln_1p()),
+        UnaryOp::Relu => map(src, l, move |x: T| x.max(zero)),
+        UnaryOp::Silu => map(src, l, move |x: T| x * sigmoid(x)),
         UnaryOp::Powf(p) => {
             let p = T::from_f64(p);
-            map(src, l, |x: T| x.powf(p))
+            map(src, l, move |x: T| x.powf(p))
         }
         UnaryOp::Affine { mul, add } => {
             let (m, a) = (T::from_f64(mul), T::from_f64(add));
-            map(src, l, |x: T| x * m + a)
+            map(src, l, move |x: T| x * m + a)
         }
         UnaryOp::Clamp { lo, hi } => {
             let (lo, hi) = (T::from_f64(lo), T::from_f64(hi));
-            map(src, l, |x: T| x.max(lo).min(hi))
+            map(src, l, move |x: T| x.max(lo).min(hi))
         }
     }
 }
@@ -117,12 +117,12 @@ fn binary_kernel<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout, op: Bin
 fn cmp_kernel<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout, op: CmpOp) -> Vec<T> {
     let mask = |c: bool| if c { T::one() } else { T::zero() };
     match op {
-        CmpOp::Eq => zip_map(a, la, b, lb, |x, y| mask(x == y)),
-        CmpOp::Ne => zip_map(a, la, b, lb, |x, y| mask(x != y)),
-        CmpOp::Lt => zip_map(a, la, b, lb, |x, y| mask(x < y)),
-        CmpOp::Le => zip_map(a, la, b, lb, |x, y| mask(x <= y)),
-        CmpOp::Gt => zip_map(a, la, b, lb, |x, y| mask(x > y)),
-        CmpOp::Ge => zip_map(a, la, b, lb, |x, y| mask(x >= y)),
+        CmpOp::Eq => zip_map(a, la, b, lb, move |x, y| mask(x == y)),
+        CmpOp::Ne => zip_map(a, la, b, lb, move |x, y| mask(x != y)),
+        CmpOp::Lt => zip_map(a, la, b, lb, move |x, y| mask(x < y)),
+        CmpOp::Le => zip_map(a, la, b, lb, move |x, y| mask(x <= y)),
+        CmpOp::Gt => zip_map(a, la, b, lb, move |x, y| mask(x > y)),
+        CmpOp::Ge => zip_map(a, la, b, lb, move |x, y| mask(x >= y)),
     }
 }
 

@@ -3,9 +3,8 @@
 use clap::Parser;
 use std::process::ExitCode;
 
-/// See `flowtrain::allocator`.
-#[global_allocator]
-static ALLOCATOR: flowtrain::allocator::MiMalloc = flowtrain::allocator::MiMalloc;
+// See `flowtrain::allocator`.
+flowtrain::training_allocator!();
 
 fn main() -> ExitCode {
     flowtrain::allocator::keep_freed_memory();
