@@ -72,7 +72,7 @@ fn write_zip<T: Copy, F: Fn(T, T) -> T>(out: &mut [MaybeUninit<T>], x: &[T], y: 
 pub fn map<T, U, F>(src: &[T], layout: &Layout, f: F) -> Vec<U>
 where
     T: Copy + Send + Sync,
-    U: Copy + Send + Sync + Default,
+    U: Copy + Send + Sync,
     F: Fn(T) -> U + Sync + Send,
 {
     let n = layout.elem_count();
@@ -101,7 +101,7 @@ where
 /// `out[i] = f(a[i], b[i])` for two layouts of the same shape.
 pub fn zip_map<T, F>(a: &[T], la: &Layout, b: &[T], lb: &Layout, f: F) -> Vec<T>
 where
-    T: Copy + Send + Sync + Default,
+    T: Copy + Send + Sync,
     F: Fn(T, T) -> T + Sync + Send,
 {
     let n = la.elem_count();
@@ -136,7 +136,7 @@ where
 /// `out[i] = f(a[i], b[i], c[i])` for three layouts of the same shape.
 pub fn zip3_map<T, F>(a: (&[T], &Layout), b: (&[T], &Layout), c: (&[T], &Layout), f: F) -> Vec<T>
 where
-    T: Copy + Send + Sync + Default,
+    T: Copy + Send + Sync,
     F: Fn(T, T, T) -> T + Sync + Send,
 {
     let n = a.1.elem_count();

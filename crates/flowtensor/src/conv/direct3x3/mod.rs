@@ -234,14 +234,12 @@ pub(crate) trait DirectConv: Element {
 direct_kernels!(f32, F32x16, F32x8);
 direct_kernels!(f64, F64x8, F64x4);
 
-/// The block size in `sizes` (largest first) that pads `o` least, the
-/// larger on ties.
+/// The block size in `sizes` that pads `o` least, the earlier in `sizes` on ties.
 fn least_padding(o: usize, sizes: &[usize]) -> usize {
-    let padded = |b: usize| o.div_ceil(b) * b;
     sizes
         .iter()
         .copied()
-        .reduce(|best, b| if padded(b) < padded(best) { b } else { best })
+        .min_by_key(|&b| o.div_ceil(b) * b)
         .unwrap_or(1)
 }
 
@@ -264,13 +262,12 @@ fn channel_vectors(o: usize, lanes: usize) -> Option<usize> {
 /// AVX2 ones, leaving room for the `NT` input vectors and a weight
 /// broadcast.
 fn position_block<T: DirectConv>(o: usize, hw: usize) -> (usize, positions::BlockFn<T>) {
-    let padded = |ob: usize| o.div_ceil(ob) * ob;
     let order: [usize; 5] = if o >= 24 {
         [12, 6, 8, 4, 2]
     } else {
         [6, 12, 8, 4, 2]
     };
-    let best = order.into_iter().min_by_key(|&ob| padded(ob)).unwrap_or(2);
+    let best = least_padding(o, &order);
     let tile = |nt: usize| hw.div_ceil(nt * T::LANES) * nt;
     let kernel = match best {
         12 => T::position_kernel::<12, 1, 1>(),
