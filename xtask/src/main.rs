@@ -31,6 +31,8 @@ enum Task {
         criterion_args: Vec<String>,
     },
     /// Trains a flow (a preset, a TOML file and flags), evaluating, checkpointing and sampling.
+    /// A flag given twice takes its last value.
+    #[command(args_override_self = true)]
     Train(Box<flowtrain::cli::TrainArgs>),
     /// Draws a grid of samples from a run's checkpoint.
     Sample(flowtrain::cli::SampleArgs),

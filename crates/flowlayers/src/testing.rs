@@ -120,7 +120,10 @@ pub fn jacobian(flow: &dyn Flow, x: &Tensor) -> Result<Tensor> {
 /// 3. the forward log-det equals `log |det J|` of the brute-force Jacobian
 ///    per sample to `logdet_rtol`, and `inverse_with_logdet` gives its negative;
 /// 4. one backward of `sum(z^2) / 2 - sum(logdet)` gives every parameter a
-///    non-zero gradient.
+///    non-zero gradient;
+/// 5. a layer with parameters rejects an input of the other dtype (f32) in
+///    `forward`, `inverse` and `inverse_with_logdet` (dtypes never mix
+///    implicitly, whichever direction is run).
 pub fn check_flow(flow: &dyn Flow, input_shape: &[usize], opts: &FlowCheck) -> Result<FlowReport> {
     let mut gen = Generator::new(opts.seed);
     let x = gen.randn(input_shape, DType::F64, Device::Cpu)?;
@@ -188,6 +191,23 @@ pub fn check_flow(flow: &dyn Flow, input_shape: &[usize], opts: &FlowCheck) -> R
         };
         if norm == 0.0 {
             return Err(fail(flow, format!("no gradient reaches parameter {name}")));
+        }
+    }
+    if !parameters.is_empty() {
+        let (x32, z32) = (x.to_dtype(DType::F32)?, z.detach().to_dtype(DType::F32)?);
+        let accepted = [
+            ("forward", flow.forward(&x32).is_ok()),
+            ("inverse", flow.inverse(&z32).is_ok()),
+            (
+                "inverse_with_logdet",
+                flow.inverse_with_logdet(&z32).is_ok(),
+            ),
+        ];
+        if let Some((direction, _)) = accepted.iter().find(|(_, ok)| *ok) {
+            return Err(fail(
+                flow,
+                format!("{direction} accepted an f32 input for f64 parameters"),
+            ));
         }
     }
     Ok(FlowReport {

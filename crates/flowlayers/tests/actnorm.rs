@@ -76,3 +76,33 @@ fn wrong_channel_count_names_the_layer_and_shape() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_constant_channel_starts_with_scale_one() {
+    // channel 0 is constant over the batch (all-black images), channel 1 varies
+    let layer = ActNorm::new(2, DType::F32, Device::Cpu).unwrap();
+    let varying = Generator::new(4)
+        .normal(&[16, 1, 3, 3], 0.0, 2.0, DType::F32, Device::Cpu)
+        .unwrap();
+    let constant =
+        flowtensor::Tensor::full(-0.498, &[16, 1, 3, 3], DType::F32, Device::Cpu).unwrap();
+    let x = flowtensor::Tensor::cat(&[&constant, &varying], 1).unwrap();
+    let (z, logdet) = layer.forward(&x).unwrap();
+    let log_scale = layer.parameters()[1].1.to_vec_f64().unwrap();
+    assert_eq!(log_scale[0], 0.0, "{log_scale:?}");
+    assert!((log_scale[1] + 2f64.ln()).abs() < 0.2, "{log_scale:?}");
+    // the constant channel is centred, not blown up, and a later varying input stays finite
+    let z0 = z.narrow(1, 0, 1).unwrap().to_vec_f64().unwrap();
+    assert!(z0.iter().all(|v| v.abs() < 1e-6), "{z0:?}");
+    assert!(logdet.to_vec_f64().unwrap().iter().all(|v| v.is_finite()));
+    let noisy = x
+        .add(
+            &Generator::new(5)
+                .uniform(x.shape(), 0.0, 0.004, DType::F32, Device::Cpu)
+                .unwrap(),
+        )
+        .unwrap();
+    let (z, _) = layer.forward(&noisy).unwrap();
+    let z0 = z.narrow(1, 0, 1).unwrap().to_vec_f64().unwrap();
+    assert!(z0.iter().all(|v| v.abs() < 0.01), "{z0:?}");
+}

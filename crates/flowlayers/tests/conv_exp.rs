@@ -127,27 +127,137 @@ fn spectral_norm_sigma_matches_the_dense_operator() {
     );
 }
 
+/// The layer's `kernel` parameter.
+fn kernel_of(layer: &dyn Flow) -> Tensor {
+    layer
+        .parameters()
+        .into_iter()
+        .find(|(n, _)| n.ends_with("kernel"))
+        .unwrap()
+        .1
+}
+
+/// Simulated training: `steps` small updates of the kernel, each followed by
+/// a training-mode call of `run`.
+fn train_kernel(kernel: &Tensor, steps: usize, gen: &mut Generator, run: impl Fn()) {
+    for _ in 0..steps {
+        let noise = gen
+            .normal(kernel.shape(), 0.0, 1e-3, DType::F64, Device::Cpu)
+            .unwrap();
+        kernel.set_data(&kernel.add(&noise).unwrap()).unwrap();
+        run();
+    }
+}
+
 #[test]
 fn the_layer_keeps_its_operator_norm_below_coeff_after_training_steps() {
     let mut gen = Generator::new(11);
     let layer = ConvExp::new(2, (4, 3), DType::F64, Device::Cpu, &mut gen).unwrap();
-    // a kernel far outside the bound
-    let kernel = layer
-        .parameters()
-        .into_iter()
-        .find(|(n, _)| n == "kernel")
-        .unwrap()
-        .1;
+    // a kernel far outside the bound, then updates as an optimizer makes them
+    let kernel = kernel_of(&layer);
     kernel
         .set_data(&gen.randn(&[2, 2, 3, 3], DType::F64, Device::Cpu).unwrap())
         .unwrap();
     let x = gen.randn(&[2, 2, 4, 3], DType::F64, Device::Cpu).unwrap();
-    for _ in 0..500 {
+    train_kernel(&kernel, 200, &mut gen, || {
         layer.forward(&x).unwrap();
-    }
+    });
     let normalized = layer.normalized_kernel().unwrap();
     let got = conv_operator_norm(&normalized, (4, 3)).unwrap();
-    assert!(got <= 0.95 + 1e-6, "normalised norm {got}");
+    assert!(got <= 0.95 + 1e-4, "normalised norm {got}");
+}
+
+#[test]
+fn the_bound_holds_before_any_training_forward_in_every_direction() {
+    // evaluation mode, the inverse and Inverse(layer) all normalise with a
+    // converged vector from their first use
+    for use_as in ["eval forward", "eval inverse", "training inverse"] {
+        let mut gen = Generator::new(12);
+        let layer = ConvExp::new(2, (4, 3), DType::F64, Device::Cpu, &mut gen).unwrap();
+        kernel_of(&layer)
+            .set_data(&gen.randn(&[2, 2, 3, 3], DType::F64, Device::Cpu).unwrap())
+            .unwrap();
+        let x = gen.randn(&[2, 2, 4, 3], DType::F64, Device::Cpu).unwrap();
+        match use_as {
+            "eval forward" => {
+                layer.set_training(false);
+                layer.forward(&x).unwrap();
+            }
+            "eval inverse" => {
+                layer.set_training(false);
+                layer.inverse(&x).unwrap();
+            }
+            _ => {
+                layer.inverse_with_logdet(&x).unwrap();
+            }
+        }
+        layer.set_training(false);
+        let got = conv_operator_norm(&layer.normalized_kernel().unwrap(), (4, 3)).unwrap();
+        assert!(got <= 0.95 + 1e-6, "{use_as}: normalised norm {got}");
+    }
+}
+
+#[test]
+fn training_through_the_inverse_keeps_the_bound() {
+    use flowlayers::Inverse;
+    let mut gen = Generator::new(14);
+    let layer = ConvExp::new(2, (4, 3), DType::F64, Device::Cpu, &mut gen).unwrap();
+    let kernel = kernel_of(&layer);
+    let inverted = Inverse(Box::new(layer));
+    let buffer = |name: &str| {
+        inverted
+            .buffers()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .to_vec_f64()
+            .unwrap()
+    };
+    let x = gen.randn(&[2, 2, 4, 3], DType::F64, Device::Cpu).unwrap();
+    inverted.forward(&x).unwrap();
+    let u_before = buffer("spectral_norm.u");
+    // updates grow the kernel far past the bound; only the inverse runs
+    let target = gen.randn(&[2, 2, 3, 3], DType::F64, Device::Cpu).unwrap();
+    for i in 1..=100 {
+        kernel
+            .set_data(&target.mul_scalar(i as f64 / 100.0).unwrap())
+            .unwrap();
+        inverted.forward(&x).unwrap();
+    }
+    assert_ne!(buffer("spectral_norm.u"), u_before, "no power steps");
+    // K_hat = K coeff / sigma_estimate: its norm is coeff * true / estimate
+    let true_norm = conv_operator_norm(&kernel, (4, 3)).unwrap();
+    let estimate = buffer("spectral_norm.sigma")[0];
+    assert!(
+        true_norm > 1.5,
+        "the kernel should need normalising: {true_norm}"
+    );
+    let normalised = 0.95 * true_norm / estimate;
+    assert!(normalised <= 0.95 + 1e-4, "normalised norm {normalised}");
+}
+
+#[test]
+fn one_power_step_per_new_kernel_in_training() {
+    let mut gen = Generator::new(15);
+    let config = exact(Terms::Fixed(25));
+    let layer = ConvExp::with_config(2, (4, 3), config, DType::F64, Device::Cpu, &mut gen).unwrap();
+    let x = gen.randn(&[2, 2, 4, 3], DType::F64, Device::Cpu).unwrap();
+    let u = || layer.spectral_norm().vector().to_vec::<f64>().unwrap();
+    let (z, _) = layer.forward(&x).unwrap();
+    let first = u();
+    // the same kernel again (a second forward, the inverse): no step, so the
+    // round trip uses one normalised kernel
+    layer.forward(&x).unwrap();
+    let back = layer.inverse(&z).unwrap();
+    assert_eq!(u(), first);
+    let err = back.sub(&x).unwrap().to_vec_f64().unwrap();
+    assert!(err.iter().all(|e| e.abs() < 1e-12), "{err:?}");
+    // an update of the kernel: one step
+    train_kernel(&kernel_of(&layer), 1, &mut gen, || {
+        layer.forward(&x).unwrap();
+    });
+    assert_ne!(u(), first);
 }
 
 #[test]
@@ -270,4 +380,31 @@ fn the_normalised_kernel_is_differentiable_through_sigma() {
     )
     .unwrap();
     assert!(err < 1e-7, "{err}");
+}
+
+#[test]
+fn zero_series_terms_are_an_error() {
+    for config in [
+        ConvExpConfig {
+            train_terms: Terms::Fixed(0),
+            ..ConvExpConfig::default()
+        },
+        ConvExpConfig {
+            eval_terms: Terms::Fixed(0),
+            ..ConvExpConfig::default()
+        },
+    ] {
+        let msg = ConvExp::with_config(
+            2,
+            (4, 4),
+            config,
+            DType::F32,
+            Device::Cpu,
+            &mut Generator::new(0),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(msg.contains("ConvExp") && msg.contains("term"), "{msg}");
+    }
 }

@@ -227,3 +227,26 @@ fn bad_shapes_name_the_layer() {
         }
     }
 }
+
+#[test]
+fn a_woodbury_rank_beyond_its_axis_is_an_error_naming_the_bound() {
+    let mut gen = Generator::new(0);
+    for (axis, len) in [
+        (WoodburyAxis::Spatial, 12),
+        (WoodburyAxis::Channel, 2),
+        (WoodburyAxis::Height, 4),
+        (WoodburyAxis::Width, 3),
+    ] {
+        for rank in [0, len + 1, 100_000] {
+            let msg = Woodbury::new(axis, 2, (4, 3), rank, DType::F64, Device::Cpu, &mut gen)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                msg.contains("Woodbury") && msg.contains(&format!("1..={len}")),
+                "{msg}"
+            );
+        }
+        assert!(Woodbury::new(axis, 2, (4, 3), len, DType::F64, Device::Cpu, &mut gen).is_ok());
+    }
+}

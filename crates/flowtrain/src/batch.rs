@@ -12,8 +12,11 @@ pub fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
 }
 
 /// The training-set indices of step `step` (batches of `batch` images,
-/// the last incomplete batch of an epoch dropped).
+/// the last incomplete batch of an epoch dropped; none of an empty set).
 pub fn step_indices(seed: u64, step: u64, batch: usize, n: usize) -> Vec<usize> {
+    if n == 0 || batch == 0 {
+        return Vec::new();
+    }
     let per_epoch = (n / batch).max(1) as u64;
     let (epoch, pos) = (step / per_epoch, (step % per_epoch) as usize);
     let order = epoch_order(seed, epoch, n);

@@ -1,7 +1,12 @@
 //! Checkpoints: named tensors and string metadata in one safetensors file,
-//! written atomically (a temporary file in the same directory, flushed to
-//! disk, then renamed over the target), so a crash mid-write leaves the
-//! previous checkpoint intact.
+//! written atomically ([`crate::files::write_atomic_verified`]: an unnamed
+//! file in the same directory, synced, read back and parsed, then renamed
+//! over the target), so a crash mid-write leaves the previous checkpoint
+//! intact and a checkpoint that does not read back never replaces it.
+//!
+//! Reading checks what a damaged or hostile file could hold: the file's
+//! size against the memory limit, the safetensors structure, supported
+//! dtypes, and that every value is finite.
 
 use crate::error::{Result, TrainError};
 use crate::model::Model;
@@ -9,7 +14,6 @@ use flowtensor::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 /// The content of a checkpoint file.
@@ -58,32 +62,50 @@ pub fn save(
         .collect::<Result<Vec<_>>>()?;
     let bytes = safetensors::tensor::serialize(views, Some(metadata))
         .map_err(|e| fail(format!("cannot serialise: {e}")))?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| TrainError::io(dir, e))?;
-    tmp.write_all(&bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| TrainError::io(tmp.path(), e))?;
-    tmp.persist(path)
-        .map_err(|e| TrainError::io(path, e.error))?;
-    // make the rename itself durable
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
+    let header = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length"));
+    if header > MAX_HEADER {
+        return Err(fail(format!(
+            "the header would be {header} bytes, more than the {MAX_HEADER} a reader accepts; the previous checkpoint is kept"
+        )));
     }
-    Ok(())
+    crate::files::write_atomic_verified(path, &bytes, |written| {
+        let back = parse(written, path)?;
+        if back.tensors.len() != tensors.len() {
+            return Err(fail(format!(
+                "{} of {} tensors read back",
+                back.tensors.len(),
+                tensors.len()
+            )));
+        }
+        Ok(())
+    })
 }
 
-/// Reads a checkpoint; a truncated or malformed file is an error naming it.
+/// The largest safetensors header readers accept (the safetensors crate's limit).
+pub const MAX_HEADER: u64 = 100_000_000;
+
+/// Reads a checkpoint; a truncated, malformed or non-finite file is an error naming it.
 pub fn load(path: &Path) -> Result<Checkpoint> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| TrainError::io(path, e))?
+        .len();
+    // the file, and its tensors decoded beside it
+    crate::limits::check_memory(
+        &format!("checkpoint {}", path.display()),
+        len.saturating_mul(2),
+    )?;
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    parse(&bytes, path)
+}
+
+/// The checkpoint in `bytes`; errors name `path`. The parser behind
+/// [`load`], for any source (files, fuzzers).
+pub fn parse(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
     let fail = |detail: String| TrainError::checkpoint(path, detail);
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| fail(format!("not a valid safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| fail(format!("not a valid safetensors file: {e}")))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
@@ -110,6 +132,11 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
                 )))
             }
         };
+        if let Some(i) = tensor.to_vec_f64()?.iter().position(|v| !v.is_finite()) {
+            return Err(fail(format!(
+                "tensor {name} {shape:?} holds a NaN or infinite value (element {i}): the file is damaged"
+            )));
+        }
         tensors.insert(name, tensor);
     }
     Ok(Checkpoint { tensors, metadata })

@@ -31,6 +31,12 @@ pub struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Validate the run (configuration, data, model shapes, memory) and
+    /// print its size and memory estimate, without training.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Data directory (MNIST IDX files, CIFAR-10 batches).
     #[arg(long = "data")]
     pub data_dir: Option<PathBuf>,
@@ -183,14 +189,38 @@ impl TrainArgs {
     }
 }
 
+/// The memory limit of a command.
+#[derive(Args, Debug, Default, Clone)]
+pub struct MemoryArgs {
+    /// The most memory the command may plan to use (e.g. `8G`, `512M`);
+    /// default 90% of the available memory (see `flowtrain::limits`).
+    #[arg(long, value_parser = parse_memory_limit)]
+    pub memory_limit: Option<u64>,
+}
+
+fn parse_memory_limit(text: &str) -> std::result::Result<u64, String> {
+    crate::limits::parse_bytes(text)
+}
+
+impl MemoryArgs {
+    /// Applies the limit to this process.
+    fn apply(&self) {
+        if let Some(bytes) = self.memory_limit {
+            crate::limits::set_memory_limit(Some(bytes));
+        }
+    }
+}
+
 /// Flags of `sample`.
 #[derive(Args, Debug)]
 pub struct SampleArgs {
     /// The run's folder (with its checkpoint).
     #[arg(long)]
     pub run: PathBuf,
+    /// Number of samples (1 to 4096).
     #[arg(long, default_value_t = 64)]
     pub n: usize,
+    /// The standard deviation of the latent, as a fraction of the base's (0 to 10).
     #[arg(long, default_value_t = 0.7)]
     pub temperature: f64,
     #[arg(long, default_value_t = 0)]
@@ -198,6 +228,8 @@ pub struct SampleArgs {
     /// The PNG to write (default `RUN/sample_t{T}_s{SEED}.png`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
 }
 
 /// Flags of `eval`.
@@ -206,9 +238,11 @@ pub struct EvalArgs {
     /// The run's folder (with its checkpoint).
     #[arg(long)]
     pub run: PathBuf,
-    /// Test images evaluated (all when absent).
+    /// Test images evaluated (all when absent; at least 1).
     #[arg(long)]
     pub limit: Option<usize>,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -233,6 +267,8 @@ pub struct DataArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Trains a flow (a preset, a TOML file and flags), evaluating, checkpointing and sampling.
+    /// A flag given twice takes its last value.
+    #[command(args_override_self = true)]
     Train(Box<TrainArgs>),
     /// Draws a grid of samples from a run's checkpoint.
     Sample(SampleArgs),
@@ -250,8 +286,46 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Prints what `--dry-run` found: the run's size and memory estimate.
+fn print_dry_run(config: &TrainConfig) -> Result<()> {
+    use crate::limits::human;
+    let (data, total, estimate) = Trainer::validate(config)?;
+    println!(
+        "valid: {} training and {} test images of shape {:?}, {total} steps of batch {}",
+        data.train.len(),
+        data.test.len(),
+        data.train.shape,
+        config.batch_size
+    );
+    println!(
+        "model: about {} parameters, {} buffer values",
+        estimate.parameters, estimate.buffer_values
+    );
+    println!(
+        "memory estimate: {} in all (state {}, data {}, training step {}, evaluation batch {}, sample grid {}); limit {}",
+        human(estimate.peak()),
+        human(estimate.state_bytes),
+        human(estimate.data_bytes),
+        human(estimate.step_bytes),
+        human(estimate.eval_bytes),
+        human(estimate.sample_bytes),
+        crate::limits::memory_limit().map_or("none".to_string(), human)
+    );
+    Ok(())
+}
+
 /// Runs `train`.
 pub fn train(args: &TrainArgs) -> Result<()> {
+    args.memory.apply();
+    if args.dry_run {
+        let config = if args.resume {
+            let path = args.out.join(crate::train::CHECKPOINT);
+            crate::train::saved_config(&crate::checkpoint::load(&path)?, &path)?
+        } else {
+            args.resolve()?
+        };
+        return print_dry_run(&config);
+    }
     let mut trainer = if args.resume {
         Trainer::resume(&args.out, args.steps)?
     } else {
@@ -265,7 +339,8 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         args.out.display(),
         rayon::current_num_threads()
     );
-    let summary = trainer.run()?;
+    let report = trainer.run()?;
+    let summary = &report.summary;
     println!(
         "test bpd {:.4}{} after {} steps; {:.1} s training, {:.4} s/step",
         summary.test_bpd,
@@ -277,11 +352,26 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         summary.train_seconds,
         summary.sec_per_step
     );
-    println!(
-        "wrote {0}/metrics.json, {0}/loss.svg, {0}/samples_t0.5.png, samples_t0.7.png, samples_t1.0.png, interpolation.png",
-        args.out.display()
-    );
+    let files: Vec<String> = report
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    println!("wrote {}", files.join(", "));
     Ok(())
+}
+
+/// Checks the flags of `sample`.
+fn check_sample_args(args: &SampleArgs) -> Result<()> {
+    use crate::limits::{float_in, in_range, MAX_SAMPLES, MAX_TEMPERATURE};
+    in_range("--n", args.n, 1, MAX_SAMPLES)?;
+    float_in(
+        "--temperature",
+        args.temperature,
+        0.0,
+        MAX_TEMPERATURE,
+        false,
+    )
 }
 
 /// Runs any command.
@@ -289,7 +379,13 @@ pub fn run(command: &Command) -> Result<()> {
     match command {
         Command::Train(args) => train(args),
         Command::Sample(args) => {
-            let (_, model) = load_run(&args.run)?;
+            args.memory.apply();
+            check_sample_args(args)?;
+            let (config, model) = load_run(&args.run)?;
+            crate::limits::check_memory(
+                &format!("{} samples", args.n),
+                crate::limits::sample_bytes(&config, model.shape, args.n),
+            )?;
             let images = sample_images(
                 &model,
                 args.n,
@@ -312,7 +408,11 @@ pub fn run(command: &Command) -> Result<()> {
             Ok(())
         }
         Command::Eval(args) => {
-            let mut trainer = Trainer::resume(&args.run, None)?;
+            args.memory.apply();
+            if let Some(limit) = args.limit {
+                crate::limits::in_range("--limit", limit, 1, usize::MAX)?;
+            }
+            let mut trainer = Trainer::for_evaluation(&args.run)?;
             if args.limit.is_some() {
                 trainer.config.eval_limit = args.limit;
             }

@@ -247,27 +247,10 @@ impl TrainConfig {
         }
     }
 
-    /// Rejects values no run can use (bit depths, batch sizes, levels, intervals, a missing data directory).
+    /// Rejects values no run can use: every key against its bounds, with an
+    /// error naming the key, the value and the range
+    /// ([`crate::limits::check_config`]).
     pub fn check(&self) -> Result<()> {
-        let bad = |what: &str| Err(TrainError::Config(what.to_string()));
-        if !(1..=8).contains(&self.n_bits) {
-            return bad("n_bits must be in 1..=8");
-        }
-        if self.batch_size == 0 || self.eval_batch_size == 0 || self.init_batch_size == 0 {
-            return bad("batch sizes must be positive");
-        }
-        if self.n_levels == 0 {
-            return bad("n_levels must be at least 1");
-        }
-        if self.eval_every == 0 || self.checkpoint_every == 0 {
-            return bad("eval_every and checkpoint_every must be positive");
-        }
-        if self.dataset != DatasetKind::Shapes16 && self.data_dir.is_none() {
-            return bad("this dataset needs data_dir (--data DIR)");
-        }
-        if self.dequantize == Dequantize::Flow && self.iw_samples == 0 {
-            return bad("iw_samples must be positive");
-        }
-        Ok(())
+        crate::limits::check_config(self)
     }
 }

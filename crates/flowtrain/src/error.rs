@@ -24,7 +24,10 @@ pub enum TrainError {
     #[error("config: {0}")]
     Config(String),
     /// The loss became NaN or infinite; training stopped.
-    #[error("step {step}: the loss is {loss}; training stopped (the last good checkpoint is kept{})", checkpoint.as_ref().map(|p| format!(" at {}", p.display())).unwrap_or_default())]
+    #[error("step {step}: the loss is {loss}; training stopped ({})", match checkpoint {
+        Some(p) => format!("the last good checkpoint is kept at {}", p.display()),
+        None => "no checkpoint was written before it".to_string(),
+    })]
     NonFinite {
         step: u64,
         loss: f64,

@@ -2,6 +2,7 @@
 //! sample grids and interpolation strips as PNG.
 
 use crate::error::{Result, TrainError};
+use crate::files::write_atomic;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -46,15 +47,17 @@ pub fn append_jsonl<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     writeln!(file, "{line}").map_err(|e| TrainError::io(path, e))
 }
 
-/// Writes `value` as pretty JSON.
+/// Writes `value` as pretty JSON (atomically).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text =
         serde_json::to_string_pretty(value).map_err(|e| TrainError::Config(e.to_string()))?;
-    std::fs::write(path, text + "\n").map_err(|e| TrainError::io(path, e))
+    write_atomic(path, (text + "\n").as_bytes())
 }
 
-/// The loss curve: training bpd per step and test bpd per evaluation, as SVG.
-pub fn plot_losses(path: &Path, train: &[(u64, f64)], test: &[(u64, f64)]) -> Result<()> {
+/// The loss curve: training bpd per step and test bpd per evaluation, as
+/// SVG (written atomically); `false` when there is nothing finite to draw
+/// (no file is written then).
+pub fn plot_losses(path: &Path, train: &[(u64, f64)], test: &[(u64, f64)]) -> Result<bool> {
     let fail = |e: String| TrainError::Config(format!("plot {}: {e}", path.display()));
     let all = train
         .iter()
@@ -65,7 +68,7 @@ pub fn plot_losses(path: &Path, train: &[(u64, f64)], test: &[(u64, f64)]) -> Re
         (a.min(v), b.max(v))
     });
     if !lo.is_finite() {
-        return Ok(());
+        return Ok(false);
     }
     let last = train
         .iter()
@@ -75,39 +78,44 @@ pub fn plot_losses(path: &Path, train: &[(u64, f64)], test: &[(u64, f64)]) -> Re
         .unwrap_or(1)
         .max(1);
     let pad = ((hi - lo) * 0.05).max(1e-3);
-    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("bits per dimension", ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0u64..last, (lo - pad)..(hi + pad))
-        .map_err(|e| fail(e.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .y_desc("bpd")
-        .draw()
-        .map_err(|e| fail(e.to_string()))?;
-    chart
-        .draw_series(LineSeries::new(train.iter().copied(), &BLUE))
-        .map_err(|e| fail(e.to_string()))?
-        .label("train")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-    chart
-        .draw_series(LineSeries::new(test.iter().copied(), &RED))
-        .map_err(|e| fail(e.to_string()))?
-        .label("test")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| fail(e.to_string()))?;
-    root.present().map_err(|e| fail(e.to_string()))
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("bits per dimension", ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0u64..last, (lo - pad)..(hi + pad))
+            .map_err(|e| fail(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("bpd")
+            .draw()
+            .map_err(|e| fail(e.to_string()))?;
+        chart
+            .draw_series(LineSeries::new(train.iter().copied(), &BLUE))
+            .map_err(|e| fail(e.to_string()))?
+            .label("train")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        chart
+            .draw_series(LineSeries::new(test.iter().copied(), &RED))
+            .map_err(|e| fail(e.to_string()))?
+            .label("test")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| fail(e.to_string()))?;
+        root.present().map_err(|e| fail(e.to_string()))?;
+    }
+    write_atomic(path, svg.as_bytes())?;
+    Ok(true)
 }
 
 /// Writes `images` (8-bit, channel-first, `(C, H, W)` each, `C` 1 or 3) as
@@ -138,8 +146,8 @@ pub fn write_grid(path: &Path, images: &[u8], [c, h, w]: [usize; 3], cols: usize
             }
         }
     }
-    let file = std::fs::File::create(path).map_err(|e| TrainError::io(path, e))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), gw as u32, gh as u32);
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, gw as u32, gh as u32);
     encoder.set_color(if c == 1 {
         png::ColorType::Grayscale
     } else {
@@ -149,5 +157,6 @@ pub fn write_grid(path: &Path, images: &[u8], [c, h, w]: [usize; 3], cols: usize
     let png_err = |e: png::EncodingError| TrainError::Config(format!("{}: {e}", path.display()));
     let mut writer = encoder.write_header().map_err(png_err)?;
     writer.write_image_data(&canvas).map_err(png_err)?;
-    writer.finish().map_err(png_err)
+    writer.finish().map_err(png_err)?;
+    write_atomic(path, &bytes)
 }

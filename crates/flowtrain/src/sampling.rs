@@ -1,7 +1,7 @@
 //! Samples and interpolations from a trained model, and loading a model
 //! from a run's checkpoint (`cargo xtask sample|eval`).
 
-use crate::checkpoint;
+use crate::checkpoint::{self, Checkpoint};
 use crate::config::TrainConfig;
 use crate::data::ImageSet;
 use crate::error::{Result, TrainError};
@@ -20,6 +20,11 @@ pub fn sample_images(
 ) -> Result<Vec<u8>> {
     model.set_training(false);
     let y = no_grad(|| model.distribution.sample(n, temperature, gen))?;
+    if y.to_vec_f64()?.iter().any(|v| !v.is_finite()) {
+        return Err(TrainError::Config(format!(
+            "sampling at temperature {temperature} gave NaN or infinite values: the model is numerically broken"
+        )));
+    }
     Ok(model.to_discrete(&y)?)
 }
 
@@ -78,26 +83,44 @@ pub fn write_outputs(
 }
 
 /// The configuration and model saved in `run_dir`'s checkpoint (no data is
-/// read), with the
-/// Polyak averages in place of the parameters when the run kept them.
+/// read), with the Polyak averages in place of the parameters when the run
+/// kept them.
 pub fn load_run(run_dir: &Path) -> Result<(TrainConfig, Model)> {
     let path = run_dir.join(CHECKPOINT);
-    let ckpt = checkpoint::load(&path)?;
-    let config = saved_config(&ckpt, &path)?;
-    // the per-image shape, so that sampling needs no data
+    model_from_checkpoint(&checkpoint::load(&path)?, &path)
+}
+
+/// The per-image shape a checkpoint's metadata records (so that sampling needs no data).
+pub fn saved_image_shape(ckpt: &Checkpoint, path: &Path) -> Result<[usize; 3]> {
     let shape: Vec<usize> = ckpt
         .metadata
         .get("image_shape")
-        .and_then(|v| v.split(',').map(|d| d.parse().ok()).collect())
+        .and_then(|v| v.split(',').map(|d| d.trim().parse().ok()).collect())
         .unwrap_or_default();
-    let shape: [usize; 3] = shape.try_into().map_err(|_| {
-        TrainError::checkpoint(&path, "missing or invalid metadata \"image_shape\"")
-    })?;
+    shape
+        .try_into()
+        .map_err(|_| TrainError::checkpoint(path, "missing or invalid metadata \"image_shape\""))
+}
+
+/// The configuration and model of a loaded checkpoint (errors name `path`):
+/// every saved value is checked as a new run's would be, and the memory
+/// estimate against the limit, before the model is built.
+pub fn model_from_checkpoint(ckpt: &Checkpoint, path: &Path) -> Result<(TrainConfig, Model)> {
+    let config = saved_config(ckpt, path)?;
+    let shape = saved_image_shape(ckpt, path)?;
+    let invalid = |e: TrainError| TrainError::checkpoint(path, e.to_string());
+    config.check().map_err(invalid)?;
+    crate::limits::check_model_shape(&config, shape).map_err(invalid)?;
+    crate::limits::check_memory(
+        "the checkpoint's model",
+        crate::limits::sample_bytes(&config, shape, 1),
+    )
+    .map_err(invalid)?;
     let model = Model::new(&config, shape, Device::Cpu, &mut Generator::new(0))?;
-    ckpt.load_model(&model, &path)?;
+    ckpt.load_model(&model, path)?;
     if config.polyak.is_some() {
         for (name, p) in model.parameters() {
-            p.set_data(&ckpt.tensor_like(&path, &format!("polyak.{name}"), &p)?)?;
+            p.set_data(&ckpt.tensor_like(path, &format!("polyak.{name}"), &p)?)?;
         }
     }
     Ok((config, model))

@@ -1,11 +1,19 @@
 //! The training loop: batches, the bits/dim objective, clipping, the
 //! schedule, evaluation, atomic checkpoints, `--resume`, and the outputs.
+//!
+//! Everything a run needs is validated before its first step (the
+//! configuration's bounds, the data, the model's fit to the images, the
+//! memory estimate), a run holds its folder's lock while it writes, and at a
+//! step that is due for both, the checkpoint is written before the
+//! evaluation, so a failing evaluation or output loses no training.
 
 use crate::batch::{images_tensor, step_indices};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{DatasetKind, TrainConfig};
 use crate::data::{cifar10, mnist, shapes, Splits};
 use crate::error::{Result, TrainError};
+use crate::files::RunLock;
+use crate::limits;
 use crate::model::{Model, DTYPE};
 use crate::optim::{clip_factor, Optimizer, Polyak};
 use crate::report::{self, Evaluation, Summary};
@@ -24,6 +32,9 @@ const SAMPLE_SALT: u64 = 0x4;
 
 /// The name of the checkpoint file in a run's folder.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// The checkpoint tensor holding the training bpd of every step.
+const TRAIN_CURVE: &str = "curve.train_bpd";
 
 /// The temperatures of the sample grids.
 pub const TEMPERATURES: [f64; 3] = [0.5, 0.7, 1.0];
@@ -71,34 +82,102 @@ pub struct Trainer {
     /// `(step, test bpd)` of every evaluation.
     test_curve: Vec<(u64, f64)>,
     train_seconds: f64,
+    /// The run's total steps (validated when the run is built).
+    total: u64,
     last_checkpoint: Option<PathBuf>,
+    /// The step the checkpoint on disk holds.
+    checkpoint_step: Option<u64>,
     /// `(step, test bpd, importance-weighted test bpd)` of the last evaluation.
     last_evaluation: Option<(u64, f64, Option<f64>)>,
     /// Show a progress bar (off in tests).
     pub progress: bool,
+    /// The folder's lock, held by runs that write into it.
+    _lock: Option<RunLock>,
+}
+
+/// What [`Trainer::run`] produced.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub summary: Summary,
+    /// Every file the run wrote at its end (metrics, plot, samples).
+    pub files: Vec<PathBuf>,
+}
+
+/// `path` made absolute (and canonical where it exists), so a saved run
+/// finds it from any working directory.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .map_err(|e| TrainError::io(path, e))
+}
+
+/// The evaluations of `metrics.jsonl` up to `step`; with `rewrite`, the
+/// file is rewritten without the lines past it (those of a killed run's
+/// lost steps) or damaged ones.
+fn evaluations_until(path: &Path, step: u64, rewrite: bool) -> Result<Vec<Evaluation>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(TrainError::io(path, e)),
+    };
+    let kept: Vec<Evaluation> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Evaluation>(line).ok())
+        .filter(|e| e.step <= step)
+        .collect();
+    let mut rewritten = String::new();
+    for e in &kept {
+        rewritten += &serde_json::to_string(e).map_err(|e| TrainError::Config(e.to_string()))?;
+        rewritten.push('\n');
+    }
+    if rewrite && rewritten != text {
+        crate::files::write_atomic(path, rewritten.as_bytes())?;
+    }
+    Ok(kept)
 }
 
 impl Trainer {
-    /// A fresh run of `config` in `run_dir` (created; it must not hold a checkpoint).
-    pub fn new(config: TrainConfig, run_dir: &Path) -> Result<Self> {
+    /// A fresh run of `config` in `run_dir` (created, locked; it must not
+    /// hold a checkpoint). A relative `data_dir` is made absolute.
+    pub fn new(mut config: TrainConfig, run_dir: &Path) -> Result<Self> {
+        let lock = RunLock::acquire(run_dir)?;
         if run_dir.join(CHECKPOINT).exists() {
             return Err(TrainError::Config(format!(
                 "{} already holds a run; use --resume to continue it or choose another --out",
                 run_dir.display()
             )));
         }
-        std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
-        let trainer = Self::build(config, run_dir)?;
-        let config_path = run_dir.join("config.toml");
-        std::fs::write(&config_path, trainer.config.to_toml()?)
-            .map_err(|e| TrainError::io(&config_path, e))?;
+        if let Some(dir) = &config.data_dir {
+            config.data_dir = Some(absolute(dir)?);
+        }
+        let mut trainer = Self::build(config, run_dir)?;
+        trainer._lock = Some(lock);
+        crate::files::write_atomic(
+            &run_dir.join("config.toml"),
+            trainer.config.to_toml()?.as_bytes(),
+        )?;
         let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
         Ok(trainer)
     }
 
-    /// Continues the run saved in `run_dir` with its saved configuration
-    /// (`steps`, when given, replaces the saved total).
+    /// Continues the run saved in `run_dir` (locked) with its saved
+    /// configuration (`steps`, when given, replaces the saved total).
     pub fn resume(run_dir: &Path, steps: Option<u64>) -> Result<Self> {
+        let lock = RunLock::acquire(run_dir)?;
+        let mut trainer = Self::open(run_dir, steps, true)?;
+        trainer._lock = Some(lock);
+        Ok(trainer)
+    }
+
+    /// The run saved in `run_dir` as it stands, for evaluation: the folder is
+    /// not locked (a run may still be writing it) and nothing in it changes.
+    pub fn for_evaluation(run_dir: &Path) -> Result<Self> {
+        Self::open(run_dir, None, false)
+    }
+
+    /// The run saved in `run_dir`; a `writer` also drops the lines of
+    /// `metrics.jsonl` past the checkpoint.
+    fn open(run_dir: &Path, steps: Option<u64>, writer: bool) -> Result<Self> {
         let path = run_dir.join(CHECKPOINT);
         let ckpt = checkpoint::load(&path)?;
         let mut config = saved_config(&ckpt, &path)?;
@@ -107,15 +186,29 @@ impl Trainer {
             config.epochs = None;
         }
         let mut trainer = Self::build(config, run_dir)?;
-        trainer.restore(&ckpt, &path)?;
+        trainer.restore(&ckpt, &path, writer)?;
         trainer.last_checkpoint = Some(path);
+        trainer.checkpoint_step = Some(trainer.step);
         Ok(trainer)
+    }
+
+    /// Everything a run of `config` needs, checked before anything large is
+    /// allocated: the values' bounds, the data, the model's fit to the
+    /// images, the step count and the memory estimate.
+    pub fn validate(config: &TrainConfig) -> Result<(Splits, u64, limits::MemoryEstimate)> {
+        config.check()?;
+        let data = load_data(config)?;
+        limits::check_model_shape(config, data.train.shape)?;
+        let total = limits::total_steps(config, data.train.len())?;
+        let estimate =
+            limits::estimate(config, data.train.shape, data.train.len() + data.test.len());
+        limits::check_memory("this run", estimate.peak())?;
+        Ok((data, total, estimate))
     }
 
     /// The run of `config` at step 0: data, model, optimizer and generators.
     fn build(config: TrainConfig, run_dir: &Path) -> Result<Self> {
-        config.check()?;
-        let data = load_data(&config)?;
+        let (data, total, _) = Self::validate(&config)?;
         let mut init = Generator::new(config.seed ^ INIT_SALT << 56);
         let model = Model::new(&config, data.train.shape, Device::Cpu, &mut init)?;
         let params = model.parameters();
@@ -133,18 +226,18 @@ impl Trainer {
             train_curve: Vec::new(),
             test_curve: Vec::new(),
             train_seconds: 0.0,
+            total,
             last_checkpoint: None,
+            checkpoint_step: None,
             last_evaluation: None,
             progress: true,
+            _lock: None,
         })
     }
 
     /// Total steps of the run.
     pub fn total_steps(&self) -> u64 {
-        match self.config.epochs {
-            Some(e) => e * (self.data.train.len() / self.config.batch_size).max(1) as u64,
-            None => self.config.steps,
-        }
+        self.total
     }
 
     /// Steps taken so far.
@@ -240,7 +333,7 @@ impl Trainer {
     /// Runs until `until` steps (at most the run's total), evaluating and
     /// checkpointing on schedule.
     pub fn train_until(&mut self, until: u64) -> Result<()> {
-        let total = self.total_steps();
+        let total = self.total;
         let until = until.min(total);
         let bar = if self.progress {
             ProgressBar::new(total)
@@ -270,6 +363,9 @@ impl Trainer {
                 bpd,
                 images_per_step / seconds
             ));
+            if self.step.is_multiple_of(self.config.checkpoint_every) || self.step == total {
+                self.save_checkpoint()?;
+            }
             if self.step.is_multiple_of(self.config.eval_every) || self.step == total {
                 let (test_bpd, test_bpd_iw) = self.evaluate()?;
                 let train_bpd = since_eval.iter().sum::<f64>() / since_eval.len().max(1) as f64;
@@ -294,9 +390,6 @@ impl Trainer {
                         .map(|b| format!(" (importance-weighted {b:.4})"))
                         .unwrap_or_default()
                 ));
-            }
-            if self.step.is_multiple_of(self.config.checkpoint_every) || self.step == total {
-                self.save_checkpoint()?;
             }
         }
         bar.finish_and_clear();
@@ -345,7 +438,14 @@ impl Trainer {
                 .dequantizer
                 .is_some()
                 .then(|| self.model.bpd(iw / n));
-            Ok((self.model.bpd(elbo / n), iw_bpd))
+            let bpd = self.model.bpd(elbo / n);
+            if !bpd.is_finite() || iw_bpd.is_some_and(|b| !b.is_finite()) {
+                return Err(TrainError::Config(format!(
+                    "evaluation at step {} gave a test bpd of {bpd}: the model is numerically broken",
+                    self.step
+                )));
+            }
+            Ok((bpd, iw_bpd))
         })();
         self.model.set_training(true);
         if let Some(p) = &self.polyak {
@@ -368,6 +468,13 @@ impl Trainer {
                 p.named(self.optimizer.params()),
             ));
         }
+        // the training curve, one bpd per step, in the data (not the header)
+        let curve: Vec<f64> = self.train_curve.iter().map(|&(_, bpd)| bpd).collect();
+        let n = curve.len();
+        tensors.push((
+            TRAIN_CURVE.to_string(),
+            Tensor::from_vec(curve, &[n], Device::Cpu)?,
+        ));
         let GeneratorState { seed, counter } = self.noise.state();
         let metadata = HashMap::from([
             ("format".to_string(), "flowtrain-1".to_string()),
@@ -384,19 +491,15 @@ impl Trainer {
                 "image_shape".to_string(),
                 self.model.shape.map(|d| d.to_string()).join(","),
             ),
-            (
-                "curves".to_string(),
-                serde_json::to_string(&(&self.train_curve, &self.test_curve))
-                    .map_err(|e| TrainError::Config(e.to_string()))?,
-            ),
         ]);
         let path = self.run_dir.join(CHECKPOINT);
         checkpoint::save(&path, &tensors, metadata)?;
         self.last_checkpoint = Some(path);
+        self.checkpoint_step = Some(self.step);
         Ok(())
     }
 
-    fn restore(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
+    fn restore(&mut self, ckpt: &Checkpoint, path: &Path, writer: bool) -> Result<()> {
         ckpt.load_model(&self.model, path)?;
         self.optimizer
             .load_state(ckpt.meta(path, "optimizer_updates")?, |name, like| {
@@ -413,17 +516,47 @@ impl Trainer {
             counter: ckpt.meta(path, "noise_counter")?,
         });
         self.train_seconds = ckpt.meta(path, "train_seconds")?;
-        if let Some(curves) = ckpt.metadata.get("curves") {
-            (self.train_curve, self.test_curve) = serde_json::from_str(curves)
-                .map_err(|e| TrainError::checkpoint(path, format!("bad curves: {e}")))?;
+        if !self.train_seconds.is_finite() || self.train_seconds < 0.0 {
+            return Err(TrainError::checkpoint(
+                path,
+                "invalid metadata \"train_seconds\"",
+            ));
         }
+        if self.step > limits::MAX_STEPS {
+            return Err(TrainError::checkpoint(path, "invalid metadata \"step\""));
+        }
+        self.train_curve = match ckpt.tensors.get(TRAIN_CURVE) {
+            Some(curve) => (1..).zip(curve.to_vec_f64()?).collect(),
+            // checkpoints of older versions kept the curves in the header
+            None => match ckpt.metadata.get("curves") {
+                Some(curves) => {
+                    serde_json::from_str::<(Vec<(u64, f64)>, Vec<(u64, f64)>)>(curves)
+                        .map_err(|e| TrainError::checkpoint(path, format!("bad curves: {e}")))?
+                        .0
+                }
+                None => Vec::new(),
+            },
+        };
+        // the evaluations are metrics.jsonl's lines up to the checkpoint
+        let evaluations =
+            evaluations_until(&self.run_dir.join("metrics.jsonl"), self.step, writer)?;
+        self.test_curve = evaluations.iter().map(|e| (e.step, e.test_bpd)).collect();
+        self.last_evaluation = evaluations
+            .last()
+            .filter(|e| e.step == self.step)
+            .map(|e| (e.step, e.test_bpd, e.test_bpd_iw));
         Ok(())
     }
 
-    /// Runs to the end and writes the outputs: `metrics.json`, `loss.svg`,
-    /// `samples_t{T}.png` and `interpolation.png`.
-    pub fn run(&mut self) -> Result<Summary> {
-        self.train_until(self.total_steps())?;
+    /// Runs to the end and writes the outputs: the final checkpoint (if the
+    /// last step has none yet), `metrics.json`, `loss.svg` (when there is a
+    /// curve to draw), and unless `samples` is 0 `samples_t{T}.png` and
+    /// `interpolation.png`; the report lists the files written.
+    pub fn run(&mut self) -> Result<RunReport> {
+        self.train_until(self.total)?;
+        if self.checkpoint_step != Some(self.step) {
+            self.save_checkpoint()?;
+        }
         let (test_bpd, test_bpd_iw) = match self.last_evaluation {
             Some((step, bpd, iw)) if step == self.step => (bpd, iw),
             _ => self.evaluate()?,
@@ -442,27 +575,31 @@ impl Trainer {
                 .sum(),
             threads: rayon::current_num_threads(),
         };
-        report::write_json(&self.run_dir.join("metrics.json"), &summary)?;
-        report::plot_losses(
-            &self.run_dir.join("loss.svg"),
-            &self.train_curve,
-            &self.test_curve,
-        )?;
-        let params = self.optimizer.params();
-        if let Some(p) = &self.polyak {
-            p.swap(params)?;
+        let mut files = vec![self.run_dir.join(CHECKPOINT)];
+        let metrics = self.run_dir.join("metrics.json");
+        report::write_json(&metrics, &summary)?;
+        files.push(metrics);
+        let plot = self.run_dir.join("loss.svg");
+        if report::plot_losses(&plot, &self.train_curve, &self.test_curve)? {
+            files.push(plot);
         }
-        let written = sampling::write_outputs(
-            &self.model,
-            &self.data.test,
-            &self.run_dir,
-            self.config.samples,
-            self.config.seed ^ SAMPLE_SALT << 56,
-        );
-        if let Some(p) = &self.polyak {
-            p.swap(params)?;
+        if self.config.samples > 0 {
+            let params = self.optimizer.params();
+            if let Some(p) = &self.polyak {
+                p.swap(params)?;
+            }
+            let written = sampling::write_outputs(
+                &self.model,
+                &self.data.test,
+                &self.run_dir,
+                self.config.samples,
+                self.config.seed ^ SAMPLE_SALT << 56,
+            );
+            if let Some(p) = &self.polyak {
+                p.swap(params)?;
+            }
+            files.extend(written?);
         }
-        written?;
-        Ok(summary)
+        Ok(RunReport { summary, files })
     }
 }

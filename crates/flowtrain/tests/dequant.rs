@@ -89,7 +89,7 @@ fn a_run_with_variational_dequantisation_reports_both_bounds() {
     };
     let mut trainer = Trainer::new(config, dir.path()).unwrap();
     trainer.progress = false;
-    let summary = trainer.run().unwrap();
+    let summary = trainer.run().unwrap().summary;
     let iw = summary.test_bpd_iw.expect("the importance-weighted bpd");
     assert!(summary.test_bpd.is_finite() && iw.is_finite());
     // log-mean-exp of the draws is at least their mean (Jensen); a fresh draw

@@ -199,7 +199,13 @@ fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
         other => panic!("expected a NaN stop, got {:?}", other.err()),
     }
     assert_eq!(std::fs::read(dir.path().join(CHECKPOINT)).unwrap(), before);
-    // the kept checkpoint resumes
+    // the kept checkpoint resumes once the stopped run has let go of the folder
+    assert!(Trainer::resume(dir.path(), None)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("in use by another run"));
+    drop(trainer);
     let resumed = Trainer::resume(dir.path(), None).unwrap();
     assert_eq!(resumed.step(), 4);
 }
@@ -209,7 +215,7 @@ fn a_run_writes_its_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let mut trainer = Trainer::new(tiny(), dir.path()).unwrap();
     trainer.progress = false;
-    let summary = trainer.run().unwrap();
+    let summary = trainer.run().unwrap().summary;
     assert!(summary.test_bpd.is_finite() && summary.test_bpd > 0.0);
     assert_eq!(summary.steps, 8);
     for file in [
@@ -237,12 +243,14 @@ fn a_run_writes_its_outputs() {
         temperature: 0.5,
         seed: 3,
         out: Some(out.clone()),
+        memory: Default::default(),
     }))
     .unwrap();
     assert!(out.is_file());
     run(&Command::Eval(EvalArgs {
         run: dir.path().to_path_buf(),
         limit: Some(8),
+        memory: Default::default(),
     }))
     .unwrap();
 }

@@ -4,6 +4,10 @@ use crate::flow::{parameter, Flow};
 use flowtensor::{no_grad, Error, Result, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// The `std + EPS` of the initial scale, and the spread at or below which a
+/// channel counts as constant.
+const EPS: f64 = 1e-6;
+
 /// ActNorm: a per-channel affine map with data-dependent initialisation.
 ///
 /// - forward: `z = (x + b) * exp(s)` per channel (dimension 1);
@@ -12,9 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 ///
 /// The first forward in training mode sets `b = -mean(x)` and
 /// `s = -log(std(x) + 1e-6)` per channel over that batch, so the output
-/// starts with zero mean and unit variance. Whether that happened is the
-/// buffer `initialized`, saved with the parameters, so a loaded model is
-/// never initialised again.
+/// starts with zero mean and unit variance. A channel that is constant over
+/// the batch (`std(x) <= 1e-6`, e.g. all-black images) carries no scale to
+/// normalise by: its scale starts at 1 (`s = 0`) rather than at `1e6`, which
+/// would blow up the first varying input. Whether the initialisation
+/// happened is the buffer `initialized`, saved with the parameters, so a
+/// loaded model is never initialised again.
 pub struct ActNorm {
     channels: usize,
     bias: Tensor,
@@ -66,12 +73,11 @@ impl ActNorm {
             let std = x.sub(&mean)?.square()?.mean(&dims, true)?.sqrt()?;
             self.bias
                 .set_data(&mean.neg()?.reshape(&[1, self.channels])?)?;
-            self.log_scale.set_data(
-                &std.add_scalar(1e-6)?
-                    .log()?
-                    .neg()?
-                    .reshape(&[1, self.channels])?,
-            )?;
+            let log_scale = std.add_scalar(EPS)?.log()?.neg()?;
+            let constant = std.le_scalar(EPS)?;
+            let log_scale = constant.where_cond(&log_scale.zeros_like()?, &log_scale)?;
+            self.log_scale
+                .set_data(&log_scale.reshape(&[1, self.channels])?)?;
             self.initialized.set_data(&self.initialized.ones_like()?)
         })
     }

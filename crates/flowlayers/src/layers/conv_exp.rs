@@ -85,9 +85,14 @@ impl Default for ConvExpConfig {
 ///
 /// `exp(M)` for `||M||_2 <= coeff < 1` converges fast: the `n`-th term is at
 /// most `coeff^n / n!` times the input. Training uses `train_terms`
-/// (`Fixed(6)`, the paper's) and takes one power-iteration step per forward;
-/// evaluation uses `eval_terms` (`Fixed(13)`) and no power step, so the
-/// normalised kernel is then a deterministic function of `K`.
+/// (`Fixed(6)`, the paper's) and, in whichever direction runs, one
+/// power-iteration step per new kernel (so `Inverse(ConvExp)` trains under
+/// the same bound); the first use in any mode runs the iteration to
+/// convergence ([`SpectralNorm`]). Evaluation uses `eval_terms`
+/// (`Fixed(13)`) and no power step, so the normalised kernel is then a
+/// deterministic function of `K`. Both term counts must be at least one: the
+/// log-det `trace(M_hat)` is that of `exp(M_hat)`, which zero terms (the
+/// identity) do not approach.
 ///
 /// The kernel is initialised as `randn / (C k k)` and the bias at zero.
 /// Parameters: `conv1x1.weight`, `kernel`, `bias`; buffers: the 1x1's (none),
@@ -129,6 +134,12 @@ impl ConvExp {
         gen: &mut Generator,
     ) -> Result<Self> {
         for terms in [config.train_terms, config.eval_terms] {
+            if terms == Terms::Fixed(0) {
+                return Err(Error::invalid(
+                    "ConvExp",
+                    "the series needs at least one term (zero terms are the identity, whose log-det is not trace(M))",
+                ));
+            }
             if let Terms::Adaptive { tol, .. } = terms {
                 if tol.is_nan() || tol < 0.0 {
                     return Err(Error::invalid(
@@ -209,7 +220,13 @@ impl ConvExp {
     }
 
     fn check(&self, x: &Tensor) -> Result<()> {
-        check_image("ConvExp", x, self.channels, (self.height, self.width))
+        check_image(
+            "ConvExp",
+            x,
+            self.channels,
+            (self.height, self.width),
+            self.kernel.dtype(),
+        )
     }
 
     /// `trace(M_hat)` broadcast to the batch of `x`, shape `[N]`.
@@ -249,7 +266,9 @@ impl Flow for ConvExp {
 
     fn inverse(&self, z: &Tensor) -> Result<Tensor> {
         self.check(z)?;
-        let kernel = self.spectral_norm.normalize(&self.kernel, false)?;
+        let kernel = self
+            .spectral_norm
+            .normalize(&self.kernel, self.is_training())?;
         let (y, used) = conv_exp_inverse(&z.sub(&self.bias)?, &kernel, self.config.eval_terms)?;
         self.record_terms(&used);
         match &self.conv1x1 {
@@ -260,7 +279,9 @@ impl Flow for ConvExp {
 
     fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
         self.check(z)?;
-        let kernel = self.spectral_norm.normalize(&self.kernel, false)?;
+        let kernel = self
+            .spectral_norm
+            .normalize(&self.kernel, self.is_training())?;
         let (y, used) = conv_exp_inverse(&z.sub(&self.bias)?, &kernel, self.config.eval_terms)?;
         self.record_terms(&used);
         let exp_logdet = self.exp_logdet(&kernel, z.shape()[0])?;

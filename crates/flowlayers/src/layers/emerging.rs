@@ -284,7 +284,13 @@ impl EmergingConv {
     }
 
     fn check(&self, x: &Tensor) -> Result<()> {
-        check_image(NAME, x, self.channels, (self.height, self.width))
+        check_image(
+            NAME,
+            x,
+            self.channels,
+            (self.height, self.width),
+            self.w1.dtype(),
+        )
     }
 
     /// `H W sum_c log |K[c, c, 1, 1]|` of one masked kernel, a scalar.

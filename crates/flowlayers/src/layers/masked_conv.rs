@@ -140,6 +140,11 @@ impl MaskedConv {
         )
     }
 
+    /// The dtype of the weights.
+    pub fn dtype(&self) -> DType {
+        self.weight.dtype()
+    }
+
     /// `weight` and `bias`.
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
         vec![

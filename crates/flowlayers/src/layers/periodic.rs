@@ -92,7 +92,13 @@ impl PeriodicConv {
     }
 
     fn check(&self, x: &Tensor) -> Result<()> {
-        check_image(NAME, x, self.channels, (self.height, self.width))
+        check_image(
+            NAME,
+            x,
+            self.channels,
+            (self.height, self.width),
+            self.kernel.dtype(),
+        )
     }
 
     /// `W_uv` for the half spectrum, complex `(H, W / 2 + 1, C, C)`:

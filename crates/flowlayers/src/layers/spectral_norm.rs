@@ -4,6 +4,7 @@
 use flowtensor::{
     no_grad, Conv2dParams, ConvTranspose2dParams, DType, Device, Error, Generator, Result, Tensor,
 };
+use std::sync::Mutex;
 
 /// `t / max(||t||_2, 1e-30)` (all entries): the floor (representable in f32
 /// too) keeps a zero vector finite.
@@ -27,13 +28,23 @@ pub(crate) fn check_image_size(
     Ok(())
 }
 
-/// Checks that `x` is `(batch, channels, height, width)`.
+/// Checks that `x` is `(batch, channels, height, width)` of the layer's
+/// `dtype` (dtypes never mix implicitly, also in directions that compute on
+/// the host).
 pub(crate) fn check_image(
     layer: &'static str,
     x: &Tensor,
     channels: usize,
     (height, width): (usize, usize),
+    dtype: DType,
 ) -> Result<()> {
+    if x.dtype() != dtype {
+        return Err(Error::DTypeMismatch {
+            op: layer,
+            lhs: x.dtype(),
+            rhs: dtype,
+        });
+    }
     let s = x.shape();
     if s.len() != 4 || s[1] != channels || s[2] != height || s[3] != width {
         return Err(Error::shape(
@@ -79,6 +90,21 @@ pub(crate) fn check_image(
 /// `sigma`. A kernel times a fixed mask (the masked convolutions of
 /// autoregressive conditioners) is normalised the same way: pass the
 /// masked kernel.
+///
+/// When `u` moves ([`SpectralNorm::normalize`]):
+/// - the first normalisation in any mode (the buffer `sigma` is still 0)
+///   runs the power iteration until `sigma` changes by less than `1e-10`
+///   relatively (at most [`CONVERGE_STEPS`] steps), so the bound holds from
+///   the first use, also for a layer evaluated or inverted before any
+///   training (as PyTorch's spectral norm iterates at registration);
+/// - in training mode, every direction (forward, inverse, inverse with
+///   log-det) takes one step per new kernel value: a step when the kernel
+///   differs from the one of the previous step, none when it is the same.
+///   So a layer trained through its inverse (`Inverse(layer)`) keeps the
+///   bound as one trained forward does, and a forward followed by an
+///   inverse of the same parameters uses one normalised kernel;
+/// - in evaluation mode `u` stays as it is, so the normalised kernel is a
+///   deterministic function of `K`.
 pub struct SpectralNorm {
     out_channels: usize,
     in_channels: usize,
@@ -88,7 +114,12 @@ pub struct SpectralNorm {
     coeff: f64,
     u: Tensor,
     sigma: Tensor,
+    /// The kernel of the last training-mode step, to take one step per new kernel.
+    last_stepped: Mutex<Option<Vec<f64>>>,
 }
+
+/// The most power-iteration steps of the first normalisation.
+pub const CONVERGE_STEPS: usize = 500;
 
 impl SpectralNorm {
     /// Spectral normalisation for `(out, in, kernel_size, kernel_size)`
@@ -136,6 +167,7 @@ impl SpectralNorm {
             coeff,
             u,
             sigma: Tensor::zeros(&[], dtype, device)?,
+            last_stepped: Mutex::new(None),
         })
     }
 
@@ -230,15 +262,52 @@ impl SpectralNorm {
         Ok(sigma)
     }
 
-    /// `K_hat = K / max(1, sigma(K) / coeff)`, differentiable in `kernel`
-    /// (through `sigma` too when the bound is active). With `step`, one
-    /// [`Self::power_step`] runs first (training); without, the stored `u`
-    /// is used as is (evaluation), so the result is a deterministic function
-    /// of `kernel`.
-    pub fn normalize(&self, kernel: &Tensor, step: bool) -> Result<Tensor> {
-        if step {
+    /// Runs power-iteration steps until `||M u||` changes by less than
+    /// `1e-10` relatively, at most [`CONVERGE_STEPS`].
+    pub fn converge(&self, kernel: &Tensor) -> Result<()> {
+        let estimate = || -> Result<f64> {
+            no_grad(|| {
+                self.apply(&self.u, &kernel.detach())?
+                    .square()?
+                    .sum_all()?
+                    .sqrt()?
+                    .to_scalar()
+            })
+        };
+        let mut previous = estimate()?;
+        for _ in 0..CONVERGE_STEPS {
             self.power_step(kernel)?;
+            let sigma = estimate()?;
+            let settled = (sigma - previous).abs() <= 1e-10 * sigma.abs();
+            previous = sigma;
+            if settled || sigma == 0.0 {
+                break;
+            }
         }
+        Ok(())
+    }
+
+    /// `K_hat = K / max(1, sigma(K) / coeff)`, differentiable in `kernel`
+    /// (through `sigma` too when the bound is active). The vector `u` moves
+    /// first as the type's docs say: to convergence on the first use, by one
+    /// step per new kernel when `training`, not at all otherwise.
+    pub fn normalize(&self, kernel: &Tensor, training: bool) -> Result<Tensor> {
+        self.check_kernel(kernel)?;
+        let mut last = self
+            .last_stepped
+            .lock()
+            .map_err(|_| Error::invalid("SpectralNorm", "poisoned state"))?;
+        if self.sigma.to_scalar()? == 0.0 {
+            self.converge(kernel)?;
+            *last = Some(kernel.to_vec_f64()?);
+        } else if training {
+            let values = kernel.to_vec_f64()?;
+            if last.as_ref() != Some(&values) {
+                self.power_step(kernel)?;
+                *last = Some(values);
+            }
+        }
+        drop(last);
         let factor = self
             .sigma(kernel)?
             .div_scalar(self.coeff)?

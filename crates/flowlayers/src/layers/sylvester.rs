@@ -330,7 +330,13 @@ impl Sylvester {
     }
 
     fn check(&self, x: &Tensor) -> Result<()> {
-        check_image(NAME, x, self.channels, (self.height, self.width))
+        check_image(
+            NAME,
+            x,
+            self.channels,
+            (self.height, self.width),
+            self.conditioner.hidden.dtype(),
+        )
     }
 
     /// `(Q, K_hat)` for this call (power step iff `step`), or `None`.
@@ -421,10 +427,10 @@ impl Sylvester {
     fn invert(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
         self.check(z)?;
         let terms = self.config.eval_terms;
-        let basis = self.basis(false)?;
+        let basis = self.basis(self.is_training())?;
         let r = self.change_basis(&basis, z, terms)?;
         let y = self.solve(&r)?;
-        let (_, log1pd) = self.autoregressive(&y, false)?;
+        let (_, log1pd) = self.autoregressive(&y, self.is_training())?;
         let x = self.undo_basis(&basis, &y, terms)?;
         Ok((x, Self::logdet(&log1pd)?.neg()?))
     }

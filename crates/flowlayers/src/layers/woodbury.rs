@@ -37,6 +37,7 @@ pub enum WoodburyAxis {
 /// - inverse by Woodbury's identity,
 ///   `x = z - U (I_d + V U)^{-1} V z` (one `d x d` solve).
 ///
+/// The rank `d` is at most `A` (beyond it `U V` gains no rank).
 /// `Channel` then `Spatial` is Lu and Huang's Woodbury transformation;
 /// `Channel`, `Height`, `Width` their memory-efficient one. `U` and `V`
 /// start at `0.05 randn` (zero would leave both without gradient).
@@ -62,10 +63,15 @@ impl Woodbury {
         gen: &mut Generator,
     ) -> Result<Self> {
         check_image_size(NAME, channels, (height, width))?;
-        if rank == 0 {
-            return Err(Error::invalid(NAME, "needs a positive rank"));
-        }
         let a = Self::axis_len(axis, (channels, height, width));
+        if rank == 0 || rank > a {
+            return Err(Error::invalid(
+                NAME,
+                format!(
+                    "the rank must be in 1..={a} (the length of the {axis:?} axis of ({channels}, {height}, {width}) images; a larger rank adds parameters, not expressiveness), got {rank}"
+                ),
+            ));
+        }
         let mut draw = |shape: &[usize]| -> Result<Tensor> {
             let t = gen
                 .randn(shape, DType::F64, Device::Cpu)?
@@ -133,7 +139,13 @@ impl Woodbury {
     }
 
     fn check(&self, x: &Tensor) -> Result<()> {
-        check_image(NAME, x, self.channels, (self.height, self.width))
+        check_image(
+            NAME,
+            x,
+            self.channels,
+            (self.height, self.width),
+            self.u.dtype(),
+        )
     }
 }
 

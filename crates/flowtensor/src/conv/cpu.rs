@@ -169,6 +169,9 @@ fn col2im<T: Element>(col: &[T], g: &ConvGeom, xg: &mut [T]) {
 
 /// `y = conv(x, w)`: X-space `x` and weights to Y-space.
 pub(crate) fn conv_fwd<T: DirectConv>(x: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+    if g.is_empty() {
+        return vec![T::zero(); g.n * g.y_image()];
+    }
     if g.is_3x3_same() {
         return direct3x3::conv3x3_same(x, w, g);
     }
@@ -207,6 +210,9 @@ pub(crate) fn conv_fwd<T: DirectConv>(x: &[T], w: &[T], g: &ConvGeom) -> Vec<T> 
 
 /// `dx = conv^T(dy, w)`: Y-space `dy` to X-space (the transposed convolution).
 pub(crate) fn conv_bwd_data<T: DirectConv>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+    if g.is_empty() {
+        return vec![T::zero(); g.n * g.x_image()];
+    }
     if g.is_3x3_same() {
         return direct3x3::conv3x3_same_transposed(dy, w, g);
     }
@@ -238,6 +244,9 @@ pub(crate) fn conv_bwd_data<T: DirectConv>(dy: &[T], w: &[T], g: &ConvGeom) -> V
 
 /// `dw[o, c, i, j] = sum_{n, p, q} dy[n, o, p, q] x[n, c, ...]`: the weight gradient.
 pub(crate) fn conv_bwd_weight<T: DirectConv>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
+    if g.is_empty() {
+        return vec![T::zero(); g.o * g.ckk()];
+    }
     if g.is_3x3_same() {
         return direct3x3::conv3x3_same_weight_grad(x, dy, g);
     }

@@ -55,6 +55,14 @@ impl ConvGeom {
     pub fn y_positions(&self) -> usize {
         self.ho * self.wo
     }
+    /// Some size is zero: every sum of the convolution is empty (or there is
+    /// nothing to compute), so each of its kernels returns zeros.
+    pub fn is_empty(&self) -> bool {
+        [self.n, self.c, self.h, self.w, self.o, self.ho, self.wo]
+            .iter()
+            .chain(&[self.kh, self.kw, self.groups])
+            .any(|&d| d == 0)
+    }
     /// A 1x1 convolution with stride 1 and no padding: a plain channel matmul.
     pub fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.padding == (0, 0)

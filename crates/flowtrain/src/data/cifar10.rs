@@ -8,9 +8,21 @@ use std::path::{Path, PathBuf};
 
 const RECORD: usize = 1 + 3 * 32 * 32;
 
-/// The records of one batch file.
+/// The records of one batch file (its size checked against the memory
+/// limit before it is read).
 pub fn read_batch(path: &Path) -> Result<ImageSet> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| TrainError::io(path, e))?
+        .len();
+    crate::limits::check_memory(&path.display().to_string(), len.saturating_mul(2))
+        .map_err(|e| TrainError::data(path, e.to_string()))?;
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    parse_batch(&bytes, path)
+}
+
+/// The records of the batch `bytes`; errors name `path`. The parser behind
+/// [`read_batch`], for any source (files, fuzzers).
+pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<ImageSet> {
     if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(TrainError::data(
             path,
@@ -62,8 +74,5 @@ pub fn load(dir: &Path) -> Result<Splits> {
         }
     }
     let train = train.ok_or_else(|| TrainError::data(&dir, "no training batches"))?;
-    Ok(Splits {
-        train,
-        test: read_batch(&dir.join("test_batch.bin"))?,
-    })
+    Splits::new(train, read_batch(&dir.join("test_batch.bin"))?, &dir)
 }

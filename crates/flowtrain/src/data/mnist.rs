@@ -4,26 +4,57 @@
 //! unsigned bytes), then `NDIM` u32 sizes, then the bytes. Images have
 //! `NDIM = 3` (count, rows, columns), labels `NDIM = 1`.
 
-use super::{find_file, read_maybe_gz, ImageSet, Splits};
+use super::{find_file, ImageSet, Splits};
 use crate::error::{Result, TrainError};
+use std::io::Read;
 use std::path::Path;
 
-/// The IDX content of `path`: its sizes and its data bytes, checked against
-/// the expected number of dimensions and the file's length.
+/// The IDX content of `path` (raw, or gzipped when it ends in `.gz`): its
+/// sizes and its data bytes, checked against the expected number of
+/// dimensions and the file's length.
+///
+/// Memory stays bounded by what the header implies: a raw file's length is
+/// checked before its data is read, and a gzip stream is decompressed only
+/// up to the header's size plus one byte (so a small archive that inflates
+/// to gigabytes stops at once), after the implied size has been checked
+/// against the memory limit ([`crate::limits::check_memory`]).
 pub fn read_idx(path: &Path, ndim: usize) -> Result<(Vec<usize>, Vec<u8>)> {
-    let bytes = read_maybe_gz(path)?;
-    let header = 4 + 4 * ndim;
-    if bytes.len() < header {
+    let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        let decoder = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
+        parse_idx(decoder, ndim, None, path)
+    } else {
+        let len = file.metadata().map_err(|e| TrainError::io(path, e))?.len();
+        parse_idx(std::io::BufReader::new(file), ndim, Some(len), path)
+    }
+}
+
+/// The IDX content of the stream `input` (`length`: its size in bytes when
+/// known); errors name `path`. The parser behind [`read_idx`], for any
+/// source (files, fuzzers).
+pub fn parse_idx(
+    mut input: impl Read,
+    ndim: usize,
+    length: Option<u64>,
+    path: &Path,
+) -> Result<(Vec<usize>, Vec<u8>)> {
+    let header_len = 4 + 4 * ndim;
+    let mut header = Vec::with_capacity(header_len);
+    (&mut input)
+        .take(header_len as u64)
+        .read_to_end(&mut header)
+        .map_err(|e| read_error(path, e))?;
+    if header.len() < header_len {
         return Err(TrainError::data(
             path,
             format!(
-                "truncated IDX header: {} bytes, expected at least {header}",
-                bytes.len()
+                "truncated IDX header: {} bytes, expected at least {header_len}",
+                header.len()
             ),
         ));
     }
     let u32_at =
-        |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
     let magic = u32_at(0);
     let expected = 0x0800 | ndim as u32;
     if magic != expected {
@@ -37,22 +68,45 @@ pub fn read_idx(path: &Path, ndim: usize) -> Result<(Vec<usize>, Vec<u8>)> {
         .iter()
         .try_fold(1usize, |acc, &s| acc.checked_mul(s))
         .ok_or_else(|| TrainError::data(path, format!("IDX sizes {sizes:?} overflow")))?;
-    let data = &bytes[header..];
-    if data.len() != count {
-        let what = if data.len() < count {
+    let mismatch = |have: u64| {
+        let what = if have < count as u64 {
             "truncated"
         } else {
             "too long"
         };
-        return Err(TrainError::data(
+        TrainError::data(
             path,
             format!(
-                "{what}: the header's sizes {sizes:?} need {count} data bytes, the file has {}",
-                data.len()
+                "{what}: the header's sizes {sizes:?} need {count} data bytes, the file has {have}"
             ),
-        ));
+        )
+    };
+    if let Some(len) = length {
+        let have = len.saturating_sub(header_len as u64);
+        if have != count as u64 {
+            return Err(mismatch(have));
+        }
     }
-    Ok((sizes, data.to_vec()))
+    crate::limits::check_memory(&format!("{} ({sizes:?})", path.display()), count as u64)
+        .map_err(|e| TrainError::data(path, e.to_string()))?;
+    // grows with what the stream really holds, never past the implied size
+    let mut data = Vec::new();
+    (&mut input)
+        .take(count as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| read_error(path, e))?;
+    if data.len() != count {
+        return Err(mismatch(data.len() as u64));
+    }
+    Ok((sizes, data))
+}
+
+fn read_error(path: &Path, e: std::io::Error) -> TrainError {
+    if path.extension().is_some_and(|x| x == "gz") {
+        TrainError::data(path, format!("not a valid gzip stream: {e}"))
+    } else {
+        TrainError::io(path, e)
+    }
 }
 
 /// One split: an image file and a label file of the same length.
@@ -78,22 +132,23 @@ fn read_split(dir: &Path, images: &str, labels: &str) -> Result<ImageSet> {
             format!("label {bad} is not a digit"),
         ));
     }
-    if sizes[1] == 0 || sizes[2] == 0 {
-        return Err(TrainError::data(
-            &image_path,
-            format!("empty images {sizes:?}"),
-        ));
+    if sizes[0] == 0 {
+        return Err(TrainError::data(&image_path, "holds no images"));
     }
-    ImageSet::new(pixels, [1, sizes[1], sizes[2]], labels)
+    let shape = [1, sizes[1], sizes[2]];
+    crate::limits::check_image_shape("image", shape)
+        .map_err(|e| TrainError::data(&image_path, e.to_string()))?;
+    ImageSet::new(pixels, shape, labels)
 }
 
 /// MNIST from `dir`: `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
 /// `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, each raw or `.gz`.
 pub fn load(dir: &Path) -> Result<Splits> {
-    Ok(Splits {
-        train: read_split(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
-        test: read_split(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,
-    })
+    Splits::new(
+        read_split(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
+        read_split(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,
+        dir,
+    )
 }
 
 /// The IDX bytes of `sizes` and `data` (fixtures, and the writer of the

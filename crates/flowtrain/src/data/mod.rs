@@ -8,7 +8,6 @@ pub mod shapes;
 pub mod toys;
 
 use crate::error::{Result, TrainError};
-use std::io::Read;
 use std::path::Path;
 
 /// Images stored as bytes, channel-first per image: image `i`, channel `c`,
@@ -76,17 +75,27 @@ pub struct Splits {
     pub test: ImageSet,
 }
 
-/// The whole content of `path`, gunzipped when it ends in `.gz`.
-pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| TrainError::data(path, format!("not a valid gzip stream: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+impl Splits {
+    /// Both splits, checked to hold images, all of one shape (errors name `source`).
+    pub fn new(train: ImageSet, test: ImageSet, source: &Path) -> Result<Splits> {
+        for (name, split) in [("training", &train), ("test", &test)] {
+            if split.is_empty() {
+                return Err(TrainError::data(
+                    source,
+                    format!("the {name} split holds no images"),
+                ));
+            }
+        }
+        if train.shape != test.shape {
+            return Err(TrainError::data(
+                source,
+                format!(
+                    "the test images are {:?} (C, H, W) but the training images are {:?}",
+                    test.shape, train.shape
+                ),
+            ));
+        }
+        Ok(Splits { train, test })
     }
 }
 

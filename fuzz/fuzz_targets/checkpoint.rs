@@ -1,0 +1,9 @@
+//! Fuzz target: `flowtrain::fuzzing::checkpoint` on arbitrary bytes (see that module).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    flowtrain::limits::set_memory_limit(Some(64 << 20));
+    let _ = flowtrain::fuzzing::checkpoint(data);
+});
