@@ -322,6 +322,7 @@ fn parameters_and_buffers_are_named() {
         vec![
             ("spectral_norm.u".to_string(), vec![1, 3, 2, 2]),
             ("spectral_norm.sigma".to_string(), vec![]),
+            ("spectral_norm.kernel_hash".to_string(), vec![2]),
         ]
     );
 }

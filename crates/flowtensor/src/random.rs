@@ -84,9 +84,10 @@ impl Generator {
     fn draw(&mut self, n: usize, value: impl Fn([u32; 4]) -> [f64; 2] + Sync) -> Vec<f64> {
         let start = self.state.counter;
         let blocks = n.div_ceil(2);
-        self.state.counter += blocks as u64;
+        // the 64-bit block counter wraps around (after 2^64 blocks), never overflows
+        self.state.counter = self.state.counter.wrapping_add(blocks as u64);
         let this = &*self;
-        let pair = |b: usize| value(this.block(start + b as u64));
+        let pair = |b: usize| value(this.block(start.wrapping_add(b as u64)));
         let mut out: Vec<f64> = if n >= PAR_THRESHOLD {
             (0..blocks).into_par_iter().flat_map_iter(&pair).collect()
         } else {

@@ -48,20 +48,23 @@ pub fn save(
     metadata: HashMap<String, String>,
 ) -> Result<()> {
     let fail = |detail: String| TrainError::checkpoint(path, detail);
-    let encoded = tensors
-        .iter()
-        .map(|(name, t)| Ok((name.clone(), t.shape().to_vec(), bytes_of(t)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let views = encoded
-        .iter()
-        .map(|(name, shape, (dtype, data))| {
-            TensorView::new(*dtype, shape.clone(), data)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| fail(format!("tensor {name}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::tensor::serialize(views, Some(metadata))
-        .map_err(|e| fail(format!("cannot serialise: {e}")))?;
+    // the encoded tensors are dropped once serialised
+    let bytes = {
+        let encoded = tensors
+            .iter()
+            .map(|(name, t)| Ok((name.clone(), t.shape().to_vec(), bytes_of(t)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let views = encoded
+            .iter()
+            .map(|(name, shape, (dtype, data))| {
+                TensorView::new(*dtype, shape.clone(), data)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| fail(format!("tensor {name}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        safetensors::tensor::serialize(views, Some(metadata))
+            .map_err(|e| fail(format!("cannot serialise: {e}")))?
+    };
     let header = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length"));
     if header > MAX_HEADER {
         return Err(fail(format!(
@@ -111,32 +114,38 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
     for (name, view) in st.tensors() {
         let data = view.data();
         let shape = view.shape().to_vec();
+        let non_finite = |i: usize| {
+            fail(format!(
+                "tensor {name} {shape:?} holds a NaN or infinite value (element {i}): the file is damaged"
+            ))
+        };
         let tensor = match view.dtype() {
-            Dtype::F32 => Tensor::from_vec(
-                data.chunks_exact(4)
+            Dtype::F32 => {
+                let values: Vec<f32> = data
+                    .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect::<Vec<_>>(),
-                &shape,
-                Device::Cpu,
-            )?,
-            Dtype::F64 => Tensor::from_vec(
-                data.chunks_exact(8)
+                    .collect();
+                if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                    return Err(non_finite(i));
+                }
+                Tensor::from_vec(values, &shape, Device::Cpu)?
+            }
+            Dtype::F64 => {
+                let values: Vec<f64> = data
+                    .chunks_exact(8)
                     .map(|b| f64::from_le_bytes(b.try_into().expect("8-byte chunk")))
-                    .collect::<Vec<_>>(),
-                &shape,
-                Device::Cpu,
-            )?,
+                    .collect();
+                if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                    return Err(non_finite(i));
+                }
+                Tensor::from_vec(values, &shape, Device::Cpu)?
+            }
             other => {
                 return Err(fail(format!(
                     "tensor {name} has unsupported dtype {other:?}"
                 )))
             }
         };
-        if let Some(i) = tensor.to_vec_f64()?.iter().position(|v| !v.is_finite()) {
-            return Err(fail(format!(
-                "tensor {name} {shape:?} holds a NaN or infinite value (element {i}): the file is damaged"
-            )));
-        }
         tensors.insert(name, tensor);
     }
     Ok(Checkpoint { tensors, metadata })

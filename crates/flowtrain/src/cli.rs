@@ -302,13 +302,14 @@ fn print_dry_run(config: &TrainConfig) -> Result<()> {
         estimate.parameters, estimate.buffer_values
     );
     println!(
-        "memory estimate: {} in all (state {}, data {}, training step {}, evaluation batch {}, sample grid {}); limit {}",
+        "memory estimate: {} in all (state {}, data {}, and at most one of: training step {}, evaluation batch {}, sample grid {}, checkpoint write {}); limit {}",
         human(estimate.peak()),
         human(estimate.state_bytes),
         human(estimate.data_bytes),
         human(estimate.step_bytes),
         human(estimate.eval_bytes),
         human(estimate.sample_bytes),
+        human(estimate.checkpoint_bytes),
         crate::limits::memory_limit().map_or("none".to_string(), human)
     );
     Ok(())
@@ -320,8 +321,19 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if args.dry_run {
         let config = if args.resume {
             let path = args.out.join(crate::train::CHECKPOINT);
-            crate::train::saved_config(&crate::checkpoint::load(&path)?, &path)?
+            let mut config = crate::train::saved_config(&crate::checkpoint::load(&path)?, &path)?;
+            if let Some(steps) = args.steps {
+                config.steps = steps;
+                config.epochs = None;
+            }
+            config
         } else {
+            if args.out.join(crate::train::CHECKPOINT).exists() {
+                return Err(TrainError::Config(format!(
+                    "{} already holds a run; use --resume to continue it or choose another --out",
+                    args.out.display()
+                )));
+            }
             args.resolve()?
         };
         return print_dry_run(&config);

@@ -5,12 +5,13 @@
 //! An atomic write ([`write_atomic_verified`]) writes into an unnamed file in
 //! the target's directory (Linux `O_TMPFILE`; it vanishes if the process
 //! dies), syncs it, reads it back and checks it, then links it as
-//! `.NAME.tmp` and renames that over `NAME`, and syncs the directory. Killed
-//! at any moment, `NAME` holds the old or the new content; only in the
-//! microseconds between the link and the rename can `.NAME.tmp` be left,
-//! and [`remove_leftovers`] (run when a run takes its folder's lock) deletes
-//! it. Where `O_TMPFILE` is missing, the file is written as `.NAME.tmp`
-//! directly.
+//! `.NAME.PID.flowtrain-tmp` and renames that over `NAME`, and syncs the
+//! directory. Killed at any moment, `NAME` holds the old or the new content;
+//! only in the microseconds between the link and the rename can the
+//! temporary name be left, and [`remove_leftovers`] (run when a run takes
+//! its folder's lock) deletes it. Where unnamed files or their linking are
+//! not available (no `O_TMPFILE`, no `/proc`), the file is written under
+//! the temporary name directly.
 
 use crate::error::{Result, TrainError};
 use std::fs::{File, OpenOptions};
@@ -27,12 +28,31 @@ fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// `.NAME.tmp` beside `path`.
+/// The suffix of this module's temporary files.
+const TEMPORARY_SUFFIX: &str = ".flowtrain-tmp";
+
+/// `.NAME.PID.flowtrain-tmp` beside `path` (the process id keeps writers of
+/// one path in different processes apart).
 fn temporary_name(path: &Path) -> Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| TrainError::Config(format!("{} is not a file path", path.display())))?;
-    Ok(parent_dir(path).join(format!(".{}.tmp", name.to_string_lossy())))
+    Ok(parent_dir(path).join(format!(
+        ".{}.{}{TEMPORARY_SUFFIX}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+/// A new file at `tmp` for writing and reading back.
+fn named_file(tmp: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .map_err(|e| TrainError::io(tmp, e))
 }
 
 /// An unnamed file in `dir`, if the filesystem supports it.
@@ -98,22 +118,27 @@ pub fn write_atomic_verified(
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let tmp = temporary_name(path)?;
+    let result = write_checked(path, &tmp, bytes, verify);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_checked(
+    path: &Path,
+    tmp: &Path,
+    bytes: &[u8],
+    verify: impl FnOnce(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let dir = parent_dir(path);
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e: std::io::Error| TrainError::io(&p, e)
     };
     let (mut file, named) = match unnamed_file(dir) {
         Some(file) => (file, false),
-        None => {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
-                .map_err(io(&tmp))?;
-            (file, true)
-        }
+        None => (named_file(tmp)?, true),
     };
     file.write_all(bytes)
         .and_then(|_| file.sync_all())
@@ -122,27 +147,28 @@ pub fn write_atomic_verified(
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.read_to_end(&mut back))
         .map_err(io(path))?;
-    let checked = if back != bytes {
-        Err(TrainError::Config(format!(
+    if back != bytes {
+        return Err(TrainError::Config(format!(
             "{}: the written file reads back differently ({} of {} bytes); the previous file is kept",
             path.display(),
             back.len(),
             bytes.len()
-        )))
-    } else {
-        verify(&back)
-    };
-    if let Err(e) = checked {
-        if named {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        return Err(e);
+        )));
     }
+    verify(&back)?;
+    drop(back);
     if !named {
-        let _ = std::fs::remove_file(&tmp);
-        link_unnamed(&file, &tmp).map_err(io(&tmp))?;
+        let _ = std::fs::remove_file(tmp);
+        if link_unnamed(&file, tmp).is_err() {
+            // no /proc to link through: write the checked bytes under the name
+            let mut again = named_file(tmp)?;
+            again
+                .write_all(bytes)
+                .and_then(|_| again.sync_all())
+                .map_err(io(tmp))?;
+        }
     }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
+    std::fs::rename(tmp, path).map_err(io(path))?;
     // make the rename itself durable
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -150,17 +176,10 @@ pub fn write_atomic_verified(
     Ok(())
 }
 
-/// Whether `name` is a temporary file of an interrupted write: `.NAME.tmp`
-/// (this module's) or `.tmpXXXXXX` (older versions').
-fn is_leftover(name: &str) -> bool {
-    let ours = name.starts_with('.') && name.ends_with(".tmp") && name.len() > 5;
-    let older = name.len() == 10
-        && name.starts_with(".tmp")
-        && name[4..].chars().all(|c| c.is_ascii_alphanumeric());
-    ours || older
-}
-
-/// Deletes the temporary files interrupted writes left in `dir`; returns them.
+/// Deletes the temporary files that interrupted writes of this module left
+/// in `dir` (`.*.flowtrain-tmp`), and, in a folder that holds a run (a
+/// checkpoint or `config.toml`), those of older versions (`.tmpXXXXXX`);
+/// returns them. Nothing else is touched.
 pub fn remove_leftovers(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     let entries = match std::fs::read_dir(dir) {
@@ -168,9 +187,16 @@ pub fn remove_leftovers(dir: &Path) -> Result<Vec<PathBuf>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
         Err(e) => return Err(TrainError::io(dir, e)),
     };
+    let holds_run =
+        dir.join(crate::train::CHECKPOINT).is_file() || dir.join("config.toml").is_file();
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        if is_leftover(&name.to_string_lossy()) && entry.path().is_file() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name.starts_with('.') && name.ends_with(TEMPORARY_SUFFIX);
+        let older = holds_run
+            && name.len() == 10
+            && name.starts_with(".tmp")
+            && name[4..].chars().all(|c| c.is_ascii_alphanumeric());
+        if (ours || older) && entry.path().is_file() {
             std::fs::remove_file(entry.path()).map_err(|e| TrainError::io(&entry.path(), e))?;
             removed.push(entry.path());
         }

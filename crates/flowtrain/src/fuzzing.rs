@@ -11,6 +11,7 @@ use crate::config::{DatasetKind, TrainConfig};
 use crate::data::{cifar10, mnist, ImageSet};
 use crate::error::Result;
 use crate::model::{Model, DTYPE};
+use crate::optim::Optimizer;
 use crate::{checkpoint, limits, sampling};
 use flowtensor::{no_grad, Device, Generator, Tensor};
 use std::path::Path;
@@ -27,10 +28,12 @@ pub fn idx(bytes: &[u8]) -> Result<()> {
     let gz_path = Path::new("fuzz-input-idx.gz");
     let (mut first_error, mut loaded) = (None, false);
     for ndim in [1, 3] {
+        let mut budget = limits::MemoryBudget::new();
         let parsed = if bytes.starts_with(&[0x1f, 0x8b]) {
-            mnist::parse_idx(flate2::read::GzDecoder::new(bytes), ndim, None, gz_path)
+            let decoder = flate2::read::GzDecoder::new(bytes);
+            mnist::parse_idx(decoder, ndim, None, gz_path, &mut budget)
         } else {
-            mnist::parse_idx(bytes, ndim, Some(bytes.len() as u64), path)
+            mnist::parse_idx(bytes, ndim, Some(bytes.len() as u64), path, &mut budget)
         };
         match parsed {
             Ok((sizes, data)) => {
@@ -65,20 +68,26 @@ fn batch(set: &ImageSet, salt: u64) -> Result<()> {
     Ok(())
 }
 
-/// A checkpoint file: parsed, its configuration and image shape checked as
-/// `eval`/`sample`/`--resume` check them, and, when small, its model built,
-/// loaded and run forward on one image.
+/// A checkpoint file: parsed, its configuration, image shape and progress
+/// checked as `eval`/`sample`/`--resume` check them, and, when small, its
+/// model built and loaded, the optimizer state restored, and the model run
+/// forward on two images.
 pub fn checkpoint(bytes: &[u8]) -> Result<()> {
     let path = Path::new("fuzz-input-checkpoint.safetensors");
     let ckpt = checkpoint::parse(bytes, path)?;
     let config = crate::train::saved_config(&ckpt, path)?;
     let shape = sampling::saved_image_shape(&ckpt, path)?;
+    let progress = crate::train::saved_progress(&ckpt, path)?;
     config.check()?;
     limits::check_model_shape(&config, shape)?;
     if !small(&config, shape) {
         return Ok(());
     }
     let (_, model) = sampling::model_from_checkpoint(&ckpt, path)?;
+    let mut optimizer = Optimizer::new(config.optimizer, model.parameters())?;
+    optimizer.load_state(progress.optimizer_updates, |name, like| {
+        ckpt.tensor_like(path, &format!("optim.{name}"), like)
+    })?;
     forward(&model, shape, false)
 }
 

@@ -259,6 +259,44 @@ pub fn human(bytes: u64) -> String {
     format!("{bytes} B")
 }
 
+/// What is left of the memory limit while a data set loads: each file
+/// reserves what it will hold before it is read, so several files cannot
+/// together pass a limit that each one alone fits.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryBudget {
+    remaining: Option<u64>,
+}
+
+impl Default for MemoryBudget {
+    fn default() -> Self {
+        MemoryBudget {
+            remaining: memory_limit(),
+        }
+    }
+}
+
+impl MemoryBudget {
+    /// The whole memory limit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes `bytes` for `what` from the budget, or an error naming both.
+    pub fn reserve(&mut self, what: &str, bytes: u64) -> Result<()> {
+        if let Some(left) = self.remaining {
+            if bytes > left {
+                return Err(TrainError::Config(format!(
+                    "{what} needs about {} but only {} of the memory limit is left (--memory-limit)",
+                    human(bytes),
+                    human(left)
+                )));
+            }
+            self.remaining = Some(left - bytes);
+        }
+        Ok(())
+    }
+}
+
 /// An error unless `bytes` fit in the memory limit.
 pub fn check_memory(what: &str, bytes: u64) -> Result<()> {
     match memory_limit() {
@@ -291,15 +329,23 @@ pub struct MemoryEstimate {
     pub sample_bytes: u64,
     /// The training and test images, as stored.
     pub data_bytes: u64,
+    /// Writing a checkpoint: the serialised file, its read-back copy and
+    /// the tensors parsed from it to verify it.
+    pub checkpoint_bytes: u64,
 }
 
 impl MemoryEstimate {
     /// The most the run holds at once: state and data, plus the largest of a
-    /// step, an evaluation and a sample grid.
+    /// step, an evaluation, a sample grid and a checkpoint write.
     pub fn peak(&self) -> u64 {
+        let transient = self
+            .step_bytes
+            .max(self.eval_bytes)
+            .max(self.sample_bytes)
+            .max(self.checkpoint_bytes);
         self.state_bytes
             .saturating_add(self.data_bytes)
-            .saturating_add(self.step_bytes.max(self.eval_bytes).max(self.sample_bytes))
+            .saturating_add(transient)
     }
 }
 
@@ -507,6 +553,9 @@ pub fn estimate(config: &TrainConfig, shape: [usize; 3], images: usize) -> Memor
         ),
         sample_bytes: m(per_image_eval, batch(config.samples)),
         data_bytes: m(dims, images as u64),
+        // what a checkpoint holds (parameters, optimizer slots, Polyak
+        // averages, buffers), three times over
+        checkpoint_bytes: m(m(m(cost.params, copies - 1) + cost.buffers, F32), 3),
     }
 }
 

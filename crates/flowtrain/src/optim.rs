@@ -117,8 +117,9 @@ impl Optimizer {
     /// One update with learning rate `lr` from the current gradients, each
     /// multiplied by `grad_scale` (see [`clip_factor`]).
     pub fn step(&mut self, lr: f64, grad_scale: f64) -> Result<()> {
-        self.steps += 1;
-        let t = self.steps as i32;
+        self.steps = self.steps.saturating_add(1);
+        // beta^t is 0 long before t leaves i32
+        let t = i32::try_from(self.steps).unwrap_or(i32::MAX);
         let kind = self.kind;
         no_grad(|| {
             for ((_, p), state) in self.params.iter().zip(&self.state) {

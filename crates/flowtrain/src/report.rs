@@ -36,6 +36,55 @@ pub struct Summary {
     pub threads: usize,
 }
 
+/// The training bpd of every step, in at most [`TrainingCurve::MAX_POINTS`]
+/// points: when it fills up, neighbouring points are merged in pairs (the
+/// later step, the mean bpd), so a run of any length keeps a curve of
+/// bounded size, exact for the first million steps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainingCurve {
+    points: Vec<(u64, f64)>,
+}
+
+impl TrainingCurve {
+    /// The most points kept.
+    pub const MAX_POINTS: usize = 1 << 20;
+
+    /// A curve of saved points (at most [`Self::MAX_POINTS`] are kept).
+    pub fn from_points(mut points: Vec<(u64, f64)>) -> Self {
+        points.truncate(Self::MAX_POINTS);
+        TrainingCurve { points }
+    }
+
+    pub fn push(&mut self, step: u64, bpd: f64) {
+        if self.points.len() == Self::MAX_POINTS {
+            self.points = self
+                .points
+                .chunks(2)
+                .map(|pair| {
+                    let mean = pair.iter().map(|p| p.1).sum::<f64>() / pair.len() as f64;
+                    (pair[pair.len() - 1].0, mean)
+                })
+                .collect();
+        }
+        self.points.push((step, bpd));
+    }
+
+    pub fn points(&self) -> &[(u64, f64)] {
+        &self.points
+    }
+
+    /// The mean bpd of the points after step `after`.
+    pub fn mean_after(&self, after: u64) -> f64 {
+        let recent: Vec<f64> = self
+            .points
+            .iter()
+            .filter(|p| p.0 > after)
+            .map(|p| p.1)
+            .collect();
+        recent.iter().sum::<f64>() / recent.len().max(1) as f64
+    }
+}
+
 /// Appends one JSON line to `path`.
 pub fn append_jsonl<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let line = serde_json::to_string(value).map_err(|e| TrainError::Config(e.to_string()))?;

@@ -16,7 +16,7 @@ use crate::files::RunLock;
 use crate::limits;
 use crate::model::{Model, DTYPE};
 use crate::optim::{clip_factor, Optimizer, Polyak};
-use crate::report::{self, Evaluation, Summary};
+use crate::report::{self, Evaluation, Summary, TrainingCurve};
 use crate::sampling;
 use flowtensor::{no_grad, Device, Generator, GeneratorState, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -65,6 +65,78 @@ pub fn saved_config(ckpt: &Checkpoint, path: &Path) -> Result<TrainConfig> {
         .map_err(|e| TrainError::checkpoint(path, e.to_string()))
 }
 
+/// The training curve saved in a checkpoint: `(step, bpd)` rows with
+/// increasing steps up to `step` (or, from older versions, one bpd per step,
+/// or the header's `curves` entry).
+fn saved_curve(ckpt: &Checkpoint, path: &Path, step: u64) -> Result<TrainingCurve> {
+    let bad =
+        |detail: &str| TrainError::checkpoint(path, format!("invalid {TRAIN_CURVE}: {detail}"));
+    let points: Vec<(u64, f64)> = match ckpt.tensors.get(TRAIN_CURVE) {
+        Some(curve) => {
+            let values = curve.to_vec_f64()?;
+            match curve.shape() {
+                [n, 2] if *n <= TrainingCurve::MAX_POINTS => values
+                    .chunks_exact(2)
+                    .map(|r| (r[0] as u64, r[1]))
+                    .collect(),
+                [n] if *n <= TrainingCurve::MAX_POINTS => (1..).zip(values).collect(),
+                _ => return Err(bad("expected (steps, 2) rows")),
+            }
+        }
+        None => match ckpt.metadata.get("curves") {
+            Some(curves) => {
+                serde_json::from_str::<(Vec<(u64, f64)>, Vec<(u64, f64)>)>(curves)
+                    .map_err(|e| TrainError::checkpoint(path, format!("bad curves: {e}")))?
+                    .0
+            }
+            None => Vec::new(),
+        },
+    };
+    let increasing = points.windows(2).all(|w| w[0].0 < w[1].0);
+    if !increasing || points.last().is_some_and(|p| p.0 > step) {
+        return Err(bad("its steps must increase up to the checkpoint's step"));
+    }
+    Ok(TrainingCurve::from_points(points))
+}
+
+/// Where a checkpoint's run stands, besides its tensors.
+#[derive(Clone, Debug)]
+pub struct SavedProgress {
+    pub step: u64,
+    pub optimizer_updates: u64,
+    pub noise: GeneratorState,
+    pub train_seconds: f64,
+    pub train_curve: TrainingCurve,
+}
+
+/// The progress metadata of a checkpoint, each value checked (a damaged or
+/// hostile value is an error naming it, not a later overflow).
+pub fn saved_progress(ckpt: &Checkpoint, path: &Path) -> Result<SavedProgress> {
+    let invalid = |key: &str| TrainError::checkpoint(path, format!("invalid metadata {key:?}"));
+    let step: u64 = ckpt.meta(path, "step")?;
+    let optimizer_updates: u64 = ckpt.meta(path, "optimizer_updates")?;
+    if step > limits::MAX_STEPS {
+        return Err(invalid("step"));
+    }
+    if optimizer_updates > step {
+        return Err(invalid("optimizer_updates"));
+    }
+    let train_seconds: f64 = ckpt.meta(path, "train_seconds")?;
+    if !train_seconds.is_finite() || train_seconds < 0.0 {
+        return Err(invalid("train_seconds"));
+    }
+    Ok(SavedProgress {
+        step,
+        optimizer_updates,
+        noise: GeneratorState {
+            seed: ckpt.meta(path, "noise_seed")?,
+            counter: ckpt.meta(path, "noise_counter")?,
+        },
+        train_seconds,
+        train_curve: saved_curve(ckpt, path, step)?,
+    })
+}
+
 /// A training run in its folder.
 pub struct Trainer {
     pub config: TrainConfig,
@@ -77,8 +149,8 @@ pub struct Trainer {
     step: u64,
     /// Dequantisation noise and flips of training batches.
     noise: Generator,
-    /// `(step, training bpd)` of every step, for the loss plot.
-    train_curve: Vec<(u64, f64)>,
+    /// The training bpd of every step, for the loss plot.
+    train_curve: TrainingCurve,
     /// `(step, test bpd)` of every evaluation.
     test_curve: Vec<(u64, f64)>,
     train_seconds: f64,
@@ -140,12 +212,22 @@ impl Trainer {
     /// A fresh run of `config` in `run_dir` (created, locked; it must not
     /// hold a checkpoint). A relative `data_dir` is made absolute.
     pub fn new(mut config: TrainConfig, run_dir: &Path) -> Result<Self> {
+        let exists = || {
+            run_dir.join(CHECKPOINT).exists().then(|| {
+                TrainError::Config(format!(
+                    "{} already holds a run; use --resume to continue it or choose another --out",
+                    run_dir.display()
+                ))
+            })
+        };
+        // nothing is created for a run that cannot start
+        config.check()?;
+        if let Some(e) = exists() {
+            return Err(e);
+        }
         let lock = RunLock::acquire(run_dir)?;
-        if run_dir.join(CHECKPOINT).exists() {
-            return Err(TrainError::Config(format!(
-                "{} already holds a run; use --resume to continue it or choose another --out",
-                run_dir.display()
-            )));
+        if let Some(e) = exists() {
+            return Err(e);
         }
         if let Some(dir) = &config.data_dir {
             config.data_dir = Some(absolute(dir)?);
@@ -161,11 +243,24 @@ impl Trainer {
     }
 
     /// Continues the run saved in `run_dir` (locked) with its saved
-    /// configuration (`steps`, when given, replaces the saved total).
+    /// configuration (`steps`, when given, replaces the saved total). If
+    /// the run was stopped between its checkpoint and the evaluation due at
+    /// the same step, that evaluation is made first.
     pub fn resume(run_dir: &Path, steps: Option<u64>) -> Result<Self> {
+        let path = run_dir.join(CHECKPOINT);
+        if !path.is_file() {
+            return Err(TrainError::Config(format!(
+                "{} holds no checkpoint to resume",
+                run_dir.display()
+            )));
+        }
         let lock = RunLock::acquire(run_dir)?;
         let mut trainer = Self::open(run_dir, steps, true)?;
         trainer._lock = Some(lock);
+        let evaluated = trainer.test_curve.last().map(|&(step, _)| step);
+        if trainer.evaluation_due() && evaluated != Some(trainer.step) {
+            trainer.record_evaluation()?;
+        }
         Ok(trainer)
     }
 
@@ -223,7 +318,7 @@ impl Trainer {
             optimizer,
             polyak,
             step: 0,
-            train_curve: Vec::new(),
+            train_curve: TrainingCurve::default(),
             test_curve: Vec::new(),
             train_seconds: 0.0,
             total,
@@ -347,15 +442,13 @@ impl Trainer {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.set_position(self.step);
-        let mut since_eval = Vec::new();
         let images_per_step = self.config.batch_size as f64;
         while self.step < until {
             let start = Instant::now();
             let bpd = self.train_step()?;
             let seconds = start.elapsed().as_secs_f64();
             self.train_seconds += seconds;
-            self.train_curve.push((self.step, bpd));
-            since_eval.push(bpd);
+            self.train_curve.push(self.step, bpd);
             bar.set_position(self.step);
             bar.set_message(format!(
                 "loss {:.4} bpd {:.4} {:.0} img/s",
@@ -366,34 +459,46 @@ impl Trainer {
             if self.step.is_multiple_of(self.config.checkpoint_every) || self.step == total {
                 self.save_checkpoint()?;
             }
-            if self.step.is_multiple_of(self.config.eval_every) || self.step == total {
-                let (test_bpd, test_bpd_iw) = self.evaluate()?;
-                let train_bpd = since_eval.iter().sum::<f64>() / since_eval.len().max(1) as f64;
-                since_eval.clear();
-                self.test_curve.push((self.step, test_bpd));
-                self.last_evaluation = Some((self.step, test_bpd, test_bpd_iw));
-                let evaluation = Evaluation {
-                    step: self.step,
-                    epoch: self.step as f64 * self.config.batch_size as f64
-                        / self.data.train.len() as f64,
-                    train_bpd,
-                    test_bpd,
-                    test_bpd_iw,
-                    lr: self.config.schedule().lr(self.step - 1),
-                    train_seconds: self.train_seconds,
-                };
-                report::append_jsonl(&self.run_dir.join("metrics.jsonl"), &evaluation)?;
-                bar.println(format!(
-                    "step {}: train bpd {train_bpd:.4}, test bpd {test_bpd:.4}{}",
-                    self.step,
-                    test_bpd_iw
-                        .map(|b| format!(" (importance-weighted {b:.4})"))
-                        .unwrap_or_default()
-                ));
+            if self.evaluation_due() {
+                let line = self.record_evaluation()?;
+                bar.println(line);
             }
         }
         bar.finish_and_clear();
         Ok(())
+    }
+
+    /// Whether the current step is due for an evaluation.
+    fn evaluation_due(&self) -> bool {
+        self.step > 0
+            && (self.step.is_multiple_of(self.config.eval_every) || self.step == self.total)
+    }
+
+    /// Evaluates, appends the line of `metrics.jsonl` and returns a summary
+    /// line. The training bpd is the mean since the previous evaluation.
+    fn record_evaluation(&mut self) -> Result<String> {
+        let (test_bpd, test_bpd_iw) = self.evaluate()?;
+        let previous = self.test_curve.last().map_or(0, |&(step, _)| step);
+        let train_bpd = self.train_curve.mean_after(previous);
+        self.test_curve.push((self.step, test_bpd));
+        self.last_evaluation = Some((self.step, test_bpd, test_bpd_iw));
+        let evaluation = Evaluation {
+            step: self.step,
+            epoch: self.step as f64 * self.config.batch_size as f64 / self.data.train.len() as f64,
+            train_bpd,
+            test_bpd,
+            test_bpd_iw,
+            lr: self.config.schedule().lr(self.step - 1),
+            train_seconds: self.train_seconds,
+        };
+        report::append_jsonl(&self.run_dir.join("metrics.jsonl"), &evaluation)?;
+        Ok(format!(
+            "step {}: train bpd {train_bpd:.4}, test bpd {test_bpd:.4}{}",
+            self.step,
+            test_bpd_iw
+                .map(|b| format!(" (importance-weighted {b:.4})"))
+                .unwrap_or_default()
+        ))
     }
 
     /// Test bpd over the test split (or `eval_limit` images) with one
@@ -468,12 +573,12 @@ impl Trainer {
                 p.named(self.optimizer.params()),
             ));
         }
-        // the training curve, one bpd per step, in the data (not the header)
-        let curve: Vec<f64> = self.train_curve.iter().map(|&(_, bpd)| bpd).collect();
-        let n = curve.len();
+        // the training curve as (step, bpd) rows, in the data (not the header)
+        let points = self.train_curve.points();
+        let rows: Vec<f64> = points.iter().flat_map(|&(s, b)| [s as f64, b]).collect();
         tensors.push((
             TRAIN_CURVE.to_string(),
-            Tensor::from_vec(curve, &[n], Device::Cpu)?,
+            Tensor::from_vec(rows, &[points.len(), 2], Device::Cpu)?,
         ));
         let GeneratorState { seed, counter } = self.noise.state();
         let metadata = HashMap::from([
@@ -500,9 +605,10 @@ impl Trainer {
     }
 
     fn restore(&mut self, ckpt: &Checkpoint, path: &Path, writer: bool) -> Result<()> {
+        let progress = saved_progress(ckpt, path)?;
         ckpt.load_model(&self.model, path)?;
         self.optimizer
-            .load_state(ckpt.meta(path, "optimizer_updates")?, |name, like| {
+            .load_state(progress.optimizer_updates, |name, like| {
                 ckpt.tensor_like(path, &format!("optim.{name}"), like)
             })?;
         if let Some(p) = &self.polyak {
@@ -510,33 +616,10 @@ impl Trainer {
                 avg.set_data(&ckpt.tensor_like(path, &format!("polyak.{name}"), &avg)?)?;
             }
         }
-        self.step = ckpt.meta(path, "step")?;
-        self.noise = Generator::from_state(GeneratorState {
-            seed: ckpt.meta(path, "noise_seed")?,
-            counter: ckpt.meta(path, "noise_counter")?,
-        });
-        self.train_seconds = ckpt.meta(path, "train_seconds")?;
-        if !self.train_seconds.is_finite() || self.train_seconds < 0.0 {
-            return Err(TrainError::checkpoint(
-                path,
-                "invalid metadata \"train_seconds\"",
-            ));
-        }
-        if self.step > limits::MAX_STEPS {
-            return Err(TrainError::checkpoint(path, "invalid metadata \"step\""));
-        }
-        self.train_curve = match ckpt.tensors.get(TRAIN_CURVE) {
-            Some(curve) => (1..).zip(curve.to_vec_f64()?).collect(),
-            // checkpoints of older versions kept the curves in the header
-            None => match ckpt.metadata.get("curves") {
-                Some(curves) => {
-                    serde_json::from_str::<(Vec<(u64, f64)>, Vec<(u64, f64)>)>(curves)
-                        .map_err(|e| TrainError::checkpoint(path, format!("bad curves: {e}")))?
-                        .0
-                }
-                None => Vec::new(),
-            },
-        };
+        self.step = progress.step;
+        self.noise = Generator::from_state(progress.noise);
+        self.train_seconds = progress.train_seconds;
+        self.train_curve = progress.train_curve;
         // the evaluations are metrics.jsonl's lines up to the checkpoint
         let evaluations =
             evaluations_until(&self.run_dir.join("metrics.jsonl"), self.step, writer)?;
@@ -580,7 +663,7 @@ impl Trainer {
         report::write_json(&metrics, &summary)?;
         files.push(metrics);
         let plot = self.run_dir.join("loss.svg");
-        if report::plot_losses(&plot, &self.train_curve, &self.test_curve)? {
+        if report::plot_losses(&plot, self.train_curve.points(), &self.test_curve)? {
             files.push(plot);
         }
         if self.config.samples > 0 {

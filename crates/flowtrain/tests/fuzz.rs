@@ -270,9 +270,10 @@ fn an_idx_gzip_bomb_stops_at_the_size_its_header_implies() {
     drop(bomb);
     let peak_before = LIVE.load(Ordering::Relaxed);
     PEAK.store(peak_before, Ordering::Relaxed);
-    let msg = flowtrain::data::mnist::read_idx(&path, 3)
-        .unwrap_err()
-        .to_string();
+    let msg =
+        flowtrain::data::mnist::read_idx(&path, 3, &mut flowtrain::limits::MemoryBudget::new())
+            .unwrap_err()
+            .to_string();
     let peak = PEAK.load(Ordering::Relaxed) - peak_before;
     assert!(
         msg.contains("too long") && msg.contains("need 8 data bytes"),
@@ -282,9 +283,10 @@ fn an_idx_gzip_bomb_stops_at_the_size_its_header_implies() {
     // a header that implies more than the memory limit is refused before reading
     let huge = gz(&[0, 0, 8, 3, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 28, 0, 0, 0, 28]);
     std::fs::write(&path, huge).unwrap();
-    let msg = flowtrain::data::mnist::read_idx(&path, 3)
-        .unwrap_err()
-        .to_string();
+    let msg =
+        flowtrain::data::mnist::read_idx(&path, 3, &mut flowtrain::limits::MemoryBudget::new())
+            .unwrap_err()
+            .to_string();
     assert!(msg.contains("memory limit"), "{msg}");
 }
 

@@ -399,6 +399,8 @@ fn a_second_writer_of_a_run_folder_gets_an_error() {
             "4",
             "--batch-size",
             "8",
+            "--checkpoint-every",
+            "3000",
         ])
         .spawn()
         .unwrap();
@@ -410,7 +412,19 @@ fn a_second_writer_of_a_run_folder_gets_an_error() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    // a fresh run into the folder, before the first run's first checkpoint
     let second = train(&run, &[]);
+    assert!(
+        !run.join(CHECKPOINT).exists(),
+        "the first run checkpointed too early for this test"
+    );
+    while !run.join(CHECKPOINT).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let resumed = flowtrain_in(
         root.path(),
         &["train", "--resume", "--out", run.to_str().unwrap()],
@@ -532,7 +546,7 @@ fn the_loss_curve_lives_in_the_data_not_the_header() {
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
     let ckpt = checkpoint::load(&run.join(CHECKPOINT)).unwrap();
     assert!(!ckpt.metadata.contains_key("curves"));
-    assert_eq!(ckpt.tensors["curve.train_bpd"].shape(), &[60]);
+    assert_eq!(ckpt.tensors["curve.train_bpd"].shape(), &[60, 2]);
     // the header no longer grows with the steps (it grew by 24 bytes a step;
     // now only numbers gain digits)
     let again = root.path().join("longer");
@@ -543,6 +557,56 @@ fn the_loss_curve_lives_in_the_data_not_the_header() {
         longer_len < header_len + 540,
         "{header_len} -> {longer_len}"
     );
+}
+
+#[test]
+fn an_evaluation_lost_to_a_stop_after_its_checkpoint_is_made_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        n_subflows: 1,
+        hidden_channels: 4,
+        batch_size: 8,
+        init_batch_size: 8,
+        steps: 8,
+        eval_every: 4,
+        checkpoint_every: 4,
+        eval_limit: Some(16),
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(config, dir.path()).unwrap();
+    trainer.progress = false;
+    trainer.train_until(4).unwrap();
+    drop(trainer);
+    // the process died after the checkpoint of step 4, before its evaluation line
+    let metrics = dir.path().join("metrics.jsonl");
+    let line = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(line.lines().count(), 1);
+    std::fs::write(&metrics, "").unwrap();
+    let mut resumed = Trainer::resume(dir.path(), None).unwrap();
+    assert_eq!(std::fs::read_to_string(&metrics).unwrap(), line);
+    // and a line past the checkpoint (of lost steps) is dropped
+    resumed.progress = false;
+    resumed.train_until(8).unwrap();
+    drop(resumed);
+    let whole = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(whole.lines().count(), 2);
+}
+
+#[test]
+fn the_training_curve_stays_bounded() {
+    use flowtrain::report::TrainingCurve;
+    let mut curve = TrainingCurve::default();
+    let n = TrainingCurve::MAX_POINTS as u64 * 2 + 3;
+    for step in 1..=n {
+        curve.push(step, step as f64);
+    }
+    let points = curve.points();
+    assert!(points.len() <= TrainingCurve::MAX_POINTS);
+    assert!(points.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(points.last().unwrap().0, n);
+    // a merged point keeps the mean of the steps it stands for (here 1..=s)
+    let (s, mean) = points[0];
+    assert!(s > 1 && mean == (s as f64 + 1.0) / 2.0, "{:?}", points[0]);
 }
 
 #[test]
@@ -578,7 +642,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp") || n.starts_with(".tmp"))
+        .filter(|n| n.ends_with(".flowtrain-tmp") || n.starts_with(".tmp"))
         .collect()
 }
 
@@ -586,10 +650,17 @@ fn leftovers(dir: &Path) -> Vec<String> {
 fn leftovers_of_interrupted_writes_are_removed_when_a_run_takes_its_folder() {
     let root = tempfile::tempdir().unwrap();
     let run = finished_run(root.path());
-    for name in [".checkpoint.safetensors.tmp", ".tmpAb12Cd", ".loss.svg.tmp"] {
+    for name in [
+        ".checkpoint.safetensors.4242.flowtrain-tmp",
+        ".tmpAb12Cd",
+        ".loss.svg.17.flowtrain-tmp",
+    ] {
         std::fs::write(run.join(name), b"partial").unwrap();
     }
-    std::fs::write(run.join("notes.tmp.txt"), b"the user's").unwrap();
+    // files the library did not write stay
+    for name in ["notes.tmp.txt", ".mine.tmp"] {
+        std::fs::write(run.join(name), b"the user's").unwrap();
+    }
     let output = flowtrain_in(
         root.path(),
         &[
@@ -602,7 +673,7 @@ fn leftovers_of_interrupted_writes_are_removed_when_a_run_takes_its_folder() {
     );
     assert_success(&output);
     assert_eq!(leftovers(&run), Vec::<String>::new());
-    assert!(run.join("notes.tmp.txt").exists());
+    assert!(run.join("notes.tmp.txt").exists() && run.join(".mine.tmp").exists());
 }
 
 #[test]
@@ -763,7 +834,7 @@ fn sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_no_stray_files() {
             let name = entry.file_name().to_string_lossy().into_owned();
             // the only name a kill can leave, for the microseconds between
             // an atomic write's link and its rename, and the next run removes it
-            let in_flight = name.starts_with('.') && name.ends_with(".tmp");
+            let in_flight = name.starts_with('.') && name.ends_with(".flowtrain-tmp");
             assert!(
                 known.contains(&name.as_str()) || in_flight,
                 "kill {kills}: stray file {name}"

@@ -96,7 +96,7 @@ impl Default for ConvExpConfig {
 ///
 /// The kernel is initialised as `randn / (C k k)` and the bias at zero.
 /// Parameters: `conv1x1.weight`, `kernel`, `bias`; buffers: the 1x1's (none),
-/// `spectral_norm.u` and `spectral_norm.sigma`.
+/// `spectral_norm.u`, `spectral_norm.sigma` and `spectral_norm.kernel_hash`.
 pub struct ConvExp {
     channels: usize,
     height: usize,

@@ -99,7 +99,10 @@ pub(crate) fn check_image(
 ///   training (as PyTorch's spectral norm iterates at registration);
 /// - in training mode, every direction (forward, inverse, inverse with
 ///   log-det) takes one step per new kernel value: a step when the kernel
-///   differs from the one of the previous step, none when it is the same.
+///   differs from the one of the previous step, none when it is the same
+///   (the kernel of the previous step is known by a 64-bit hash of its
+///   values, the buffer `kernel_hash`, so a resumed run steps exactly as an
+///   uninterrupted one).
 ///   So a layer trained through its inverse (`Inverse(layer)`) keeps the
 ///   bound as one trained forward does, and a forward followed by an
 ///   inverse of the same parameters uses one normalised kernel;
@@ -114,8 +117,23 @@ pub struct SpectralNorm {
     coeff: f64,
     u: Tensor,
     sigma: Tensor,
-    /// The kernel of the last training-mode step, to take one step per new kernel.
-    last_stepped: Mutex<Option<Vec<f64>>>,
+    /// The hash of the kernel of the last step, as two 32-bit halves in an
+    /// f64 CPU tensor (exact in any layer dtype); zeros before the first.
+    kernel_hash: Tensor,
+    /// Serialises the read-compare-step of `kernel_hash` and `u`.
+    stepping: Mutex<()>,
+}
+
+/// FNV-1a over the bit patterns of `values`, as two 32-bit halves.
+fn fingerprint(values: &[f64]) -> [f64; 2] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for v in values {
+        for byte in v.to_bits().to_le_bytes() {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    [(h >> 32) as f64, (h & 0xffff_ffff) as f64]
 }
 
 /// The most power-iteration steps of the first normalisation.
@@ -167,7 +185,8 @@ impl SpectralNorm {
             coeff,
             u,
             sigma: Tensor::zeros(&[], dtype, device)?,
-            last_stepped: Mutex::new(None),
+            kernel_hash: Tensor::zeros(&[2], DType::F64, Device::Cpu)?,
+            stepping: Mutex::new(()),
         })
     }
 
@@ -191,11 +210,12 @@ impl SpectralNorm {
         self.sigma.to_scalar()
     }
 
-    /// The buffers `u` and `sigma`.
+    /// The buffers `u`, `sigma` and `kernel_hash`.
     pub fn buffers(&self) -> Vec<(String, Tensor)> {
         vec![
             ("u".into(), self.u.clone()),
             ("sigma".into(), self.sigma.clone()),
+            ("kernel_hash".into(), self.kernel_hash.clone()),
         ]
     }
 
@@ -293,21 +313,22 @@ impl SpectralNorm {
     /// step per new kernel when `training`, not at all otherwise.
     pub fn normalize(&self, kernel: &Tensor, training: bool) -> Result<Tensor> {
         self.check_kernel(kernel)?;
-        let mut last = self
-            .last_stepped
+        let guard = self
+            .stepping
             .lock()
             .map_err(|_| Error::invalid("SpectralNorm", "poisoned state"))?;
-        if self.sigma.to_scalar()? == 0.0 {
-            self.converge(kernel)?;
-            *last = Some(kernel.to_vec_f64()?);
-        } else if training {
-            let values = kernel.to_vec_f64()?;
-            if last.as_ref() != Some(&values) {
+        let first = self.sigma.to_scalar()? == 0.0;
+        if first || training {
+            let hash = fingerprint(&kernel.to_vec_f64()?);
+            if first {
+                self.converge(kernel)?;
+            } else if self.kernel_hash.to_vec_f64()? != hash {
                 self.power_step(kernel)?;
-                *last = Some(values);
             }
+            self.kernel_hash
+                .set_data(&Tensor::from_vec(hash.to_vec(), &[2], Device::Cpu)?)?;
         }
-        drop(last);
+        drop(guard);
         let factor = self
             .sigma(kernel)?
             .div_scalar(self.coeff)?

@@ -396,7 +396,9 @@ impl Sylvester {
     fn solve(&self, r: &Tensor) -> Result<Tensor> {
         let mut y = r.clone();
         for k in 1..=self.config.max_iterations {
-            let next = r.sub(&self.autoregressive(&y, false)?.0)?;
+            // in training, the first call takes the conditioner's power steps
+            // for new weights and the others reuse them (one step per weight value)
+            let next = r.sub(&self.autoregressive(&y, self.is_training())?.0)?;
             let change = next
                 .sub(&y)?
                 .to_vec_f64()?

@@ -4,17 +4,19 @@
 
 use super::{ImageSet, Splits};
 use crate::error::{Result, TrainError};
+use crate::limits::MemoryBudget;
 use std::path::{Path, PathBuf};
 
 const RECORD: usize = 1 + 3 * 32 * 32;
 
-/// The records of one batch file (its size checked against the memory
-/// limit before it is read).
-pub fn read_batch(path: &Path) -> Result<ImageSet> {
+/// The records of one batch file (the file and its records taken from
+/// `budget` before it is read).
+pub fn read_batch(path: &Path, budget: &mut MemoryBudget) -> Result<ImageSet> {
     let len = std::fs::metadata(path)
         .map_err(|e| TrainError::io(path, e))?
         .len();
-    crate::limits::check_memory(&path.display().to_string(), len.saturating_mul(2))
+    budget
+        .reserve("the batch and its records", len.saturating_mul(2))
         .map_err(|e| TrainError::data(path, e.to_string()))?;
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
     parse_batch(&bytes, path)
@@ -62,9 +64,10 @@ fn batch_dir(dir: &Path) -> PathBuf {
 /// .. `data_batch_5.bin` for training, `test_batch.bin` for testing.
 pub fn load(dir: &Path) -> Result<Splits> {
     let dir = batch_dir(dir);
+    let mut budget = MemoryBudget::new();
     let mut train: Option<ImageSet> = None;
     for i in 1..=5 {
-        let batch = read_batch(&dir.join(format!("data_batch_{i}.bin")))?;
+        let batch = read_batch(&dir.join(format!("data_batch_{i}.bin")), &mut budget)?;
         match &mut train {
             None => train = Some(batch),
             Some(t) => {
@@ -74,5 +77,6 @@ pub fn load(dir: &Path) -> Result<Splits> {
         }
     }
     let train = train.ok_or_else(|| TrainError::data(&dir, "no training batches"))?;
-    Splits::new(train, read_batch(&dir.join("test_batch.bin"))?, &dir)
+    let test = read_batch(&dir.join("test_batch.bin"), &mut budget)?;
+    Splits::new(train, test, &dir)
 }

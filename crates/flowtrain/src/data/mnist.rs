@@ -6,6 +6,7 @@
 
 use super::{find_file, ImageSet, Splits};
 use crate::error::{Result, TrainError};
+use crate::limits::{MemoryBudget, MAX_IMAGE_SIDE};
 use std::io::Read;
 use std::path::Path;
 
@@ -13,19 +14,25 @@ use std::path::Path;
 /// sizes and its data bytes, checked against the expected number of
 /// dimensions and the file's length.
 ///
-/// Memory stays bounded by what the header implies: a raw file's length is
-/// checked before its data is read, and a gzip stream is decompressed only
-/// up to the header's size plus one byte (so a small archive that inflates
-/// to gigabytes stops at once), after the implied size has been checked
-/// against the memory limit ([`crate::limits::check_memory`]).
-pub fn read_idx(path: &Path, ndim: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+/// Memory stays bounded by what the header implies: the sizes of an item
+/// (every dimension after the first) are at most
+/// [`crate::limits::MAX_IMAGE_SIDE`], the implied size is taken from
+/// `budget` before anything is read, a raw file's length is checked before
+/// its data is read, and a gzip stream is decompressed only up to the
+/// header's size plus one byte (so a small archive that inflates to
+/// gigabytes stops at once).
+pub fn read_idx(
+    path: &Path,
+    ndim: usize,
+    budget: &mut MemoryBudget,
+) -> Result<(Vec<usize>, Vec<u8>)> {
     let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
     if path.extension().is_some_and(|e| e == "gz") {
         let decoder = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
-        parse_idx(decoder, ndim, None, path)
+        parse_idx(decoder, ndim, None, path, budget)
     } else {
         let len = file.metadata().map_err(|e| TrainError::io(path, e))?.len();
-        parse_idx(std::io::BufReader::new(file), ndim, Some(len), path)
+        parse_idx(std::io::BufReader::new(file), ndim, Some(len), path, budget)
     }
 }
 
@@ -37,6 +44,7 @@ pub fn parse_idx(
     ndim: usize,
     length: Option<u64>,
     path: &Path,
+    budget: &mut MemoryBudget,
 ) -> Result<(Vec<usize>, Vec<u8>)> {
     let header_len = 4 + 4 * ndim;
     let mut header = Vec::with_capacity(header_len);
@@ -64,6 +72,12 @@ pub fn parse_idx(
         ));
     }
     let sizes: Vec<usize> = (0..ndim).map(|d| u32_at(4 + 4 * d) as usize).collect();
+    if let Some(side) = sizes.iter().skip(1).find(|&&s| s > MAX_IMAGE_SIDE) {
+        return Err(TrainError::data(
+            path,
+            format!("IDX sizes {sizes:?}: an item side of {side} is more than {MAX_IMAGE_SIDE}"),
+        ));
+    }
     let count = sizes
         .iter()
         .try_fold(1usize, |acc, &s| acc.checked_mul(s))
@@ -87,10 +101,12 @@ pub fn parse_idx(
             return Err(mismatch(have));
         }
     }
-    crate::limits::check_memory(&format!("{} ({sizes:?})", path.display()), count as u64)
+    budget
+        .reserve(&format!("IDX sizes {sizes:?}"), count as u64)
         .map_err(|e| TrainError::data(path, e.to_string()))?;
-    // grows with what the stream really holds, never past the implied size
-    let mut data = Vec::new();
+    // grows with what the stream really holds (from a bounded start), never
+    // past the implied size
+    let mut data = Vec::with_capacity(count.min(1 << 26));
     (&mut input)
         .take(count as u64 + 1)
         .read_to_end(&mut data)
@@ -110,11 +126,16 @@ fn read_error(path: &Path, e: std::io::Error) -> TrainError {
 }
 
 /// One split: an image file and a label file of the same length.
-fn read_split(dir: &Path, images: &str, labels: &str) -> Result<ImageSet> {
+fn read_split(
+    dir: &Path,
+    images: &str,
+    labels: &str,
+    budget: &mut MemoryBudget,
+) -> Result<ImageSet> {
     let image_path = find_file(dir, &[images])?;
     let label_path = find_file(dir, &[labels])?;
-    let (sizes, pixels) = read_idx(&image_path, 3)?;
-    let (label_sizes, labels) = read_idx(&label_path, 1)?;
+    let (sizes, pixels) = read_idx(&image_path, 3, budget)?;
+    let (label_sizes, labels) = read_idx(&label_path, 1, budget)?;
     if label_sizes[0] != sizes[0] {
         return Err(TrainError::data(
             &label_path,
@@ -144,11 +165,20 @@ fn read_split(dir: &Path, images: &str, labels: &str) -> Result<ImageSet> {
 /// MNIST from `dir`: `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
 /// `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, each raw or `.gz`.
 pub fn load(dir: &Path) -> Result<Splits> {
-    Splits::new(
-        read_split(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
-        read_split(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,
+    let mut budget = MemoryBudget::new();
+    let train = read_split(
         dir,
-    )
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        &mut budget,
+    )?;
+    let test = read_split(
+        dir,
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        &mut budget,
+    )?;
+    Splits::new(train, test, dir)
 }
 
 /// The IDX bytes of `sizes` and `data` (fixtures, and the writer of the
