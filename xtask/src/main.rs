@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask ci`: formatting check, clippy with warnings denied, and the test suite.
 //! - `cargo xtask bench [NAME] [-- CRITERION ARGS]`: the criterion benches.
-//! - `cargo xtask train|sample|eval|data ...`: training runs (see `flowtrain::cli`).
+//! - `cargo xtask train|sweep|summarize|sample|eval|data ...`: training runs (see `flowtrain::cli`).
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +34,12 @@ enum Task {
     /// A flag given twice takes its last value.
     #[command(args_override_self = true)]
     Train(Box<flowtrain::cli::TrainArgs>),
+    /// Runs a grid of settings (comma-separated --mixing, --model-type,
+    /// --coupling) times --seeds, resumable, and summarises it.
+    #[command(args_override_self = true)]
+    Sweep(Box<flowtrain::cli::SweepArgs>),
+    /// Rebuilds the summary of finished runs (run folders or sweep folders).
+    Summarize(flowtrain::cli::SummarizeArgs),
     /// Draws a grid of samples from a run's checkpoint.
     Sample(flowtrain::cli::SampleArgs),
     /// Test bits/dim of a run's checkpoint.
@@ -84,6 +90,8 @@ fn run(task: Task) -> Result<(), String> {
             cargo(&args)
         }
         Task::Train(args) => flow(flowtrain::cli::Command::Train(args)),
+        Task::Sweep(args) => flow(flowtrain::cli::Command::Sweep(args)),
+        Task::Summarize(args) => flow(flowtrain::cli::Command::Summarize(args)),
         Task::Sample(args) => flow(flowtrain::cli::Command::Sample(args)),
         Task::Eval(args) => flow(flowtrain::cli::Command::Eval(args)),
         Task::Data(args) => flow(flowtrain::cli::Command::Data(args)),

@@ -20,3 +20,6 @@ pub use distribution::FlowDistribution;
 pub use flow::{parameter, prefixed, Flow};
 pub use flowtensor;
 pub use glow::{ConditionerKind, Glow, GlowConfig, LayerFactory, MixingFactory};
+
+/// The version of this crate.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

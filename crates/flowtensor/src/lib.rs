@@ -28,7 +28,7 @@ mod storage;
 mod tensor;
 
 pub use autograd::{is_grad_enabled, no_grad, CustomOp, GradStore, NoGradGuard};
-pub use conv::{Conv2dParams, ConvTranspose2dParams};
+pub use conv::{isa_name, Conv2dParams, ConvTranspose2dParams};
 pub use cpu::{CpuStorage, PAR_THRESHOLD};
 pub use cuda::CudaStorage;
 pub use device::Device;
@@ -40,3 +40,6 @@ pub use ops::PadMode;
 pub use random::{Generator, GeneratorState};
 pub use storage::Storage;
 pub use tensor::{Tensor, TensorId};
+
+/// The version of this crate.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,7 +1,7 @@
 //! The command line of `cargo xtask train|sample|eval|data` (and of the
 //! `flowtrain` binary, which is the same).
 
-use crate::config::{TrainConfig, PRESETS};
+use crate::config::{CouplingType, Mixing, ModelType, TrainConfig, PRESETS};
 use crate::data::download;
 use crate::error::{Result, TrainError};
 use crate::report::write_grid;
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 /// Flags of `train`. Every value flag replaces the same key of the preset
 /// and of `--config` (the names follow the convolution-exponential paper's
 /// experiment scripts).
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone)]
 pub struct TrainArgs {
     /// Preset to start from.
     #[arg(long, default_value = "default", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
@@ -22,9 +22,10 @@ pub struct TrainArgs {
     /// TOML file whose keys replace the preset's.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// The run's folder (checkpoint, metrics, plots, samples).
-    #[arg(long, default_value = "runs/default")]
-    pub out: PathBuf,
+    /// The run's folder (checkpoint, metrics, plots, samples); default
+    /// `runs/default` (`runs/sweep` for a sweep's folder of runs).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Continue the run in `--out` from its checkpoint (with its saved configuration; `--steps` may extend it).
     #[arg(long)]
     pub resume: bool,
@@ -42,10 +43,17 @@ pub struct TrainArgs {
     pub data_dir: Option<PathBuf>,
     #[arg(long, value_parser = ["shapes16", "mnist", "cifar10"])]
     pub dataset: Option<String>,
-    #[arg(long, value_parser = ["1x1", "convexp", "emerging", "woodbury"])]
+    /// The mixing of every step: reverse, shuffle, 1x1 (LU), 1x1-plain,
+    /// 1x1-qr, convexp, emerging, periodic, woodbury, woodbury-me (a
+    /// comma-separated list for `sweep`).
+    #[arg(long)]
     pub mixing: Option<String>,
-    #[arg(long, value_parser = ["coupling_flow", "sylvester"])]
+    /// coupling_flow or sylvester (a list for `sweep`).
+    #[arg(long)]
     pub model_type: Option<String>,
+    /// The coupling of every step: affine or additive (a list for `sweep`).
+    #[arg(long)]
+    pub coupling: Option<String>,
     #[arg(long)]
     pub n_levels: Option<usize>,
     #[arg(long)]
@@ -126,6 +134,7 @@ impl TrainArgs {
         set("dataset", string(&self.dataset));
         set("mixing", string(&self.mixing));
         set("model_type", string(&self.model_type));
+        set("coupling", string(&self.coupling));
         set("n_levels", size(self.n_levels));
         set("n_subflows", size(self.n_subflows));
         set("hidden_channels", size(self.hidden_channels));
@@ -177,8 +186,30 @@ impl TrainArgs {
         t
     }
 
+    /// The run's folder: `--out`, or `runs/default`.
+    pub fn out_dir(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs/default"))
+    }
+
     /// The resolved configuration: preset, then `--config`, then the flags.
     pub fn resolve(&self) -> Result<TrainConfig> {
+        let bad = |e: String| TrainError::Config(e);
+        if let Some(m) = &self.mixing {
+            if m.contains(',') {
+                return Err(bad(format!(
+                    "--mixing {m}: a list of mixings is for `sweep`; `train` takes one"
+                )));
+            }
+            m.parse::<Mixing>().map_err(bad)?;
+        }
+        if let Some(m) = &self.model_type {
+            m.parse::<ModelType>().map_err(bad)?;
+        }
+        if let Some(c) = &self.coupling {
+            c.parse::<CouplingType>().map_err(bad)?;
+        }
         let mut config = TrainConfig::preset(&self.preset)?;
         if let Some(path) = &self.config {
             config = config.merge_toml_file(path)?;
@@ -276,6 +307,117 @@ pub enum Command {
     Eval(EvalArgs),
     /// Downloads a dataset and verifies its checksums.
     Data(DataArgs),
+    /// Runs a grid of settings (comma-separated --mixing, --model-type,
+    /// --coupling) times --seeds, one run after another, resumable, and
+    /// summarises it (summary.md, summary.json, curves.svg, bars.svg).
+    #[command(args_override_self = true)]
+    Sweep(Box<SweepArgs>),
+    /// Rebuilds the summary of finished runs (run folders or sweep folders).
+    Summarize(SummarizeArgs),
+}
+
+/// Flags of `sweep`: every flag of `train`, lists where a setting varies.
+#[derive(Args, Debug, Clone)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// The seeds of every setting: a range `0..3` (3 excluded), `0..=2`, or a list `0,1,2`.
+    #[arg(long, default_value = "0")]
+    pub seeds: String,
+}
+
+/// Flags of `summarize`.
+#[derive(Args, Debug)]
+pub struct SummarizeArgs {
+    /// Run folders, or folders of runs (a sweep's `--out`).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Where to write the summary (default: the first folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// The values of a list flag (`None`: the preset's, one setting).
+fn list(flag: &Option<String>) -> Vec<Option<String>> {
+    match flag {
+        Some(v) => v.split(',').map(|x| Some(x.trim().to_string())).collect(),
+        None => vec![None],
+    }
+}
+
+/// The runs of a sweep: every combination of the list flags, times the seeds.
+pub fn sweep_runs(args: &SweepArgs) -> Result<Vec<crate::sweep::SweepRun>> {
+    if args.train.resume {
+        return Err(TrainError::Config(
+            "a sweep resumes its runs by itself; run the same command again without --resume"
+                .into(),
+        ));
+    }
+    let seeds = crate::sweep::parse_seeds(&args.seeds)?;
+    let (mixings, models, couplings) = (
+        list(&args.train.mixing),
+        list(&args.train.model_type),
+        list(&args.train.coupling),
+    );
+    let mut runs = Vec::new();
+    for model in &models {
+        for coupling in &couplings {
+            for mixing in &mixings {
+                let varied: Vec<&str> =
+                    [(model, &models), (coupling, &couplings), (mixing, &mixings)]
+                        .iter()
+                        .filter(|(_, all)| all.len() > 1)
+                        .filter_map(|(v, _)| v.as_deref())
+                        .collect();
+                let setting = if varied.is_empty() {
+                    "run".to_string()
+                } else {
+                    varied.join("-")
+                };
+                for &seed in &seeds {
+                    let mut one = args.train.clone();
+                    one.mixing = mixing.clone();
+                    one.model_type = model.clone();
+                    one.coupling = coupling.clone();
+                    one.seed = Some(seed);
+                    runs.push(crate::sweep::SweepRun {
+                        name: format!("{setting}-seed{seed}"),
+                        config: one.resolve()?,
+                    });
+                }
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// Runs `sweep`.
+pub fn sweep(args: &SweepArgs) -> Result<()> {
+    args.train.memory.apply();
+    let runs = sweep_runs(args)?;
+    let out = args
+        .train
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs/sweep"));
+    if args.train.dry_run {
+        for run in &runs {
+            println!("{}:", run.name);
+            print_dry_run(&run.config)?;
+        }
+        return Ok(());
+    }
+    // every run is checked before the first one starts
+    for run in &runs {
+        run.config.check()?;
+    }
+    let summary = crate::sweep::run_sweep(&runs, &out, !args.train.quiet)?;
+    print!("{}", crate::sweep::markdown(&summary));
+    println!(
+        "wrote {0}/summary.md, {0}/summary.json, {0}/curves.svg, {0}/bars.svg",
+        out.display()
+    );
+    Ok(())
 }
 
 /// The `flowtrain` binary's arguments.
@@ -320,7 +462,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     args.memory.apply();
     if args.dry_run {
         let config = if args.resume {
-            let path = args.out.join(crate::train::CHECKPOINT);
+            let path = args.out_dir().join(crate::train::CHECKPOINT);
             let mut config = crate::train::saved_config(&crate::checkpoint::load(&path)?, &path)?;
             if let Some(steps) = args.steps {
                 config.steps = steps;
@@ -328,10 +470,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             }
             config
         } else {
-            if args.out.join(crate::train::CHECKPOINT).exists() {
+            if args.out_dir().join(crate::train::CHECKPOINT).exists() {
                 return Err(TrainError::Config(format!(
                     "{} already holds a run; use --resume to continue it or choose another --out",
-                    args.out.display()
+                    args.out_dir().display()
                 )));
             }
             args.resolve()?
@@ -339,16 +481,16 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         return print_dry_run(&config);
     }
     let mut trainer = if args.resume {
-        Trainer::resume(&args.out, args.steps)?
+        Trainer::resume(&args.out_dir(), args.steps)?
     } else {
-        Trainer::new(args.resolve()?, &args.out)?
+        Trainer::new(args.resolve()?, &args.out_dir())?
     };
     trainer.progress = !args.quiet;
     eprintln!(
         "training {} steps ({} done) in {} on {} thread(s)",
         trainer.total_steps(),
         trainer.step(),
-        args.out.display(),
+        args.out_dir().display(),
         rayon::current_num_threads()
     );
     let report = trainer.run()?;
@@ -390,6 +532,17 @@ fn check_sample_args(args: &SampleArgs) -> Result<()> {
 pub fn run(command: &Command) -> Result<()> {
     match command {
         Command::Train(args) => train(args),
+        Command::Sweep(args) => sweep(args),
+        Command::Summarize(args) => {
+            let out = args.out.clone().unwrap_or_else(|| args.dirs[0].clone());
+            let summary = crate::sweep::summarize(&args.dirs, &out)?;
+            print!("{}", crate::sweep::markdown(&summary));
+            println!(
+                "wrote {0}/summary.md, {0}/summary.json, {0}/curves.svg, {0}/bars.svg",
+                out.display()
+            );
+            Ok(())
+        }
         Command::Sample(args) => {
             args.memory.apply();
             check_sample_args(args)?;

@@ -22,8 +22,11 @@ pub mod fuzzing;
 pub mod limits;
 pub mod model;
 pub mod optim;
+pub mod provenance;
 pub mod report;
 pub mod sampling;
+pub mod spikes;
+pub mod sweep;
 pub mod train;
 
 pub mod allocator;

@@ -8,7 +8,7 @@
 //! when the process asks first (`MemAvailable` in `/proc/meminfo`). Where
 //! none is known there is no limit.
 
-use crate::config::{Dequantize, Mixing, ModelType, TrainConfig};
+use crate::config::{CouplingType, Dequantize, Mixing, ModelType, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::optim::OptimizerKind;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -392,28 +392,59 @@ fn conv1x1_lu(c: u64, e: u64) -> Cost {
     }
 }
 
-fn mixing(config: &TrainConfig, c: u64, hw: u64) -> Cost {
+fn mixing(config: &TrainConfig, c: u64, (h, w): (u64, u64)) -> Cost {
+    let hw = m(h, w);
     let e = m(c, hw);
+    let rank = config.woodbury_rank as u64;
     let lu = conv1x1_lu(c, e);
-    let extra = match config.mixing {
-        Mixing::OneByOne => Cost::default(),
-        Mixing::ConvExp => Cost {
-            params: 9 * m(c, c) + c,
-            buffers: e + 1,
-            activations: 4 * e,
+    let with_lu = |extra: Cost| lu + extra;
+    match config.mixing {
+        Mixing::Reverse | Mixing::Shuffle => Cost {
+            params: 0,
+            buffers: c,
+            activations: e,
         },
-        Mixing::Emerging => Cost {
+        Mixing::OneByOne => lu,
+        Mixing::OneByOnePlain => Cost {
+            params: m(c, c),
+            buffers: 0,
+            activations: 2 * e,
+        },
+        Mixing::OneByOneQr => Cost {
+            params: 2 * m(c, c) + c,
+            buffers: 2 * m(c, c),
+            activations: 2 * e,
+        },
+        Mixing::ConvExp => with_lu(Cost {
+            params: 9 * m(c, c) + c,
+            buffers: e + 3,
+            activations: 4 * e,
+        }),
+        Mixing::Emerging => with_lu(Cost {
             params: 18 * m(c, c),
             buffers: 18 * m(c, c),
             activations: 3 * e,
-        },
-        Mixing::Woodbury => Cost {
-            params: 2 * m(config.woodbury_rank as u64, hw),
+        }),
+        Mixing::Periodic => with_lu(Cost {
+            params: 9 * m(c, c),
             buffers: 0,
-            activations: 4 * e + m(config.woodbury_rank as u64, c),
-        },
-    };
-    lu + extra
+            // the half spectrum of the input and of the output, complex
+            activations: 6 * e,
+        }),
+        Mixing::Woodbury => with_lu(Cost {
+            params: 2 * m(rank, hw),
+            buffers: 0,
+            activations: 4 * e + m(rank, c),
+        }),
+        Mixing::WoodburyMe => {
+            let params = [c, h, w].iter().map(|&a| 2 * m(rank.min(a), a)).sum();
+            Cost {
+                params,
+                buffers: 0,
+                activations: 9 * e,
+            }
+        }
+    }
 }
 
 /// The conditioner of a coupling from `c1` to `out` channels.
@@ -480,14 +511,18 @@ fn model_cost(config: &TrainConfig, [c0, h0, w0]: [usize; 3]) -> Cost {
         };
         let transform = match config.model_type {
             ModelType::CouplingFlow => {
-                let mut coupling = conditioner(config, c1, 2 * c2, hw);
+                let outputs = match config.coupling {
+                    CouplingType::Affine => 2 * c2,
+                    CouplingType::Additive => c2,
+                };
+                let mut coupling = conditioner(config, c1, outputs, hw);
                 // the scale, shift and the coupling's elementwise chain
                 coupling.activations += 6 * m(c2, hw) + m(c1, hw);
                 coupling
             }
             ModelType::Sylvester => sylvester(config, c, hw),
         };
-        let step = actnorm + mixing(config, c, hw) + transform;
+        let step = actnorm + mixing(config, c, (h, w)) + transform;
         for _ in 0..config.n_subflows {
             total = total + step;
         }

@@ -1,12 +1,12 @@
 //! The model of a run: a flow distribution over dequantised images, built
 //! from a [`TrainConfig`], and its likelihood bounds in nats and bits/dim.
 
-use crate::config::{Dequantize, Mixing, ModelType, TrainConfig};
+use crate::config::{CouplingType, Dequantize, Mixing, ModelType, TrainConfig};
 use crate::dequant::{uniform_noise, VariationalDequantizer};
 use flowlayers::layers::conv_exp::{ConvExpConfig, OneByOne};
 use flowlayers::layers::{
-    Conv1x1Lu, ConvExp, DenseNetConfig, EmergingConv, Sylvester, SylvesterConfig, Woodbury,
-    WoodburyAxis,
+    Conv1x1, Conv1x1Lu, Conv1x1Qr, ConvExp, CouplingKind, DenseNetConfig, EmergingConv,
+    PeriodicConv, Permutation, Sylvester, SylvesterConfig, Woodbury, WoodburyAxis,
 };
 use flowlayers::{
     prefixed, ConditionerKind, Flow, FlowDistribution, Glow, GlowConfig, LayerFactory, Sequential,
@@ -28,8 +28,27 @@ fn mixing_factory(config: &TrainConfig, dtype: DType, device: Device) -> LayerFa
         config.woodbury_rank,
     );
     Arc::new(move |[c, h, w]: [usize; 3], gen: &mut Generator| {
+        let lu = |gen: &mut Generator| -> Result<Box<dyn Flow>> {
+            Ok(Box::new(Conv1x1Lu::new(c, dtype, device, gen)?))
+        };
+        let woodbury =
+            |axis: WoodburyAxis, rank: usize, gen: &mut Generator| -> Result<Box<dyn Flow>> {
+                Ok(Box::new(Woodbury::new(
+                    axis,
+                    c,
+                    (h, w),
+                    rank,
+                    dtype,
+                    device,
+                    gen,
+                )?))
+            };
         Ok(match mixing {
-            Mixing::OneByOne => Box::new(Conv1x1Lu::new(c, dtype, device, gen)?),
+            Mixing::Reverse => Box::new(Permutation::reverse(c)?),
+            Mixing::Shuffle => Box::new(Permutation::shuffle(c, gen)?),
+            Mixing::OneByOne => lu(gen)?,
+            Mixing::OneByOnePlain => Box::new(Conv1x1::new(c, dtype, device, gen)?),
+            Mixing::OneByOneQr => Box::new(Conv1x1Qr::new(c, dtype, device, gen)?),
             Mixing::ConvExp => {
                 let config = ConvExpConfig {
                     one_by_one: OneByOne::Lu,
@@ -40,27 +59,25 @@ fn mixing_factory(config: &TrainConfig, dtype: DType, device: Device) -> LayerFa
                 Box::new(ConvExp::with_config(c, (h, w), config, dtype, device, gen)?)
             }
             Mixing::Emerging => {
-                let first = Box::new(Conv1x1Lu::new(c, dtype, device, gen)?);
-                Box::new(Sequential::new(vec![
-                    first,
-                    Box::new(EmergingConv::new(c, (h, w), dtype, device, gen)?),
-                ]))
+                let first = lu(gen)?;
+                let emerging = Box::new(EmergingConv::new(c, (h, w), dtype, device, gen)?);
+                Box::new(Sequential::new(vec![first, emerging]))
+            }
+            Mixing::Periodic => {
+                let first = lu(gen)?;
+                let periodic = Box::new(PeriodicConv::new(c, (h, w), 3, dtype, device, gen)?);
+                Box::new(Sequential::new(vec![first, periodic]))
             }
             Mixing::Woodbury => {
-                let first = Box::new(Conv1x1Lu::new(c, dtype, device, gen)?);
-                Box::new(Sequential::new(vec![
-                    first,
-                    Box::new(Woodbury::new(
-                        WoodburyAxis::Spatial,
-                        c,
-                        (h, w),
-                        rank,
-                        dtype,
-                        device,
-                        gen,
-                    )?),
-                ]))
+                let first = lu(gen)?;
+                let spatial = woodbury(WoodburyAxis::Spatial, rank, gen)?;
+                Box::new(Sequential::new(vec![first, spatial]))
             }
+            Mixing::WoodburyMe => Box::new(Sequential::new(vec![
+                woodbury(WoodburyAxis::Channel, rank.min(c), gen)?,
+                woodbury(WoodburyAxis::Height, rank.min(h), gen)?,
+                woodbury(WoodburyAxis::Width, rank.min(w), gen)?,
+            ])),
         })
     })
 }
@@ -74,6 +91,9 @@ fn glow_config(config: &TrainConfig, dtype: DType, device: Device) -> GlowConfig
         mixing_factory(config, dtype, device),
     );
     glow.split_prior = config.use_splitprior;
+    if config.coupling == CouplingType::Additive {
+        glow.coupling = CouplingKind::Additive;
+    }
     if config.densenet_depth > 0 {
         glow.conditioner = ConditionerKind::DenseNet(DenseNetConfig {
             depth: config.densenet_depth,

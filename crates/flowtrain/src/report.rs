@@ -21,6 +21,9 @@ pub struct Evaluation {
     pub test_bpd_iw: Option<f64>,
     pub lr: f64,
     pub train_seconds: f64,
+    /// Loss spikes since the start of the run ([`crate::spikes`]).
+    #[serde(default)]
+    pub loss_spikes: u64,
 }
 
 /// `metrics.json`, written at the end of a run.
@@ -34,6 +37,9 @@ pub struct Summary {
     pub steps: u64,
     pub parameters: usize,
     pub threads: usize,
+    /// Every loss spike of the run ([`crate::spikes`]).
+    #[serde(default)]
+    pub loss_spikes: Vec<crate::spikes::LossSpike>,
 }
 
 /// The training bpd of every step, in at most [`TrainingCurve::MAX_POINTS`]
@@ -167,8 +173,17 @@ pub fn plot_losses(path: &Path, train: &[(u64, f64)], test: &[(u64, f64)]) -> Re
     Ok(true)
 }
 
+/// The grey of the lines between the cells of a grid (visible on black and
+/// on white images).
+const GRID_LINE: u8 = 150;
+/// Cells are upscaled (nearest neighbour, by an integer factor) to at least
+/// this many pixels on their longer side.
+const MIN_CELL: usize = 64;
+
 /// Writes `images` (8-bit, channel-first, `(C, H, W)` each, `C` 1 or 3) as
-/// a PNG grid of `cols` columns with a 1-pixel black border between them.
+/// a PNG grid of `cols` columns: each image upscaled by the integer factor
+/// that makes it at least [`MIN_CELL`] pixels, with 2-pixel grey lines
+/// between and around the cells.
 pub fn write_grid(path: &Path, images: &[u8], [c, h, w]: [usize; 3], cols: usize) -> Result<()> {
     let per = c * h * w;
     let n = images.len() / per.max(1);
@@ -180,17 +195,19 @@ pub fn write_grid(path: &Path, images: &[u8], [c, h, w]: [usize; 3], cols: usize
             [c, h, w]
         )));
     }
+    let scale = MIN_CELL.div_ceil(h.max(w)).max(1);
+    let (ch, cw, line) = (h * scale, w * scale, 2);
     let cols = cols.clamp(1, n);
     let rows = n.div_ceil(cols);
-    let (gw, gh) = (cols * (w + 1) + 1, rows * (h + 1) + 1);
-    let mut canvas = vec![0u8; gw * gh * c];
+    let (gw, gh) = (cols * (cw + line) + line, rows * (ch + line) + line);
+    let mut canvas = vec![GRID_LINE; gw * gh * c];
     for (i, image) in images.chunks_exact(per).enumerate() {
         let (r, q) = (i / cols, i % cols);
-        for y in 0..h {
-            for x in 0..w {
-                let (py, px) = (r * (h + 1) + 1 + y, q * (w + 1) + 1 + x);
-                for ch in 0..c {
-                    canvas[(py * gw + px) * c + ch] = image[(ch * h + y) * w + x];
+        for y in 0..ch {
+            for x in 0..cw {
+                let (py, px) = (r * (ch + line) + line + y, q * (cw + line) + line + x);
+                for k in 0..c {
+                    canvas[(py * gw + px) * c + k] = image[(k * h + y / scale) * w + x / scale];
                 }
             }
         }

@@ -11,7 +11,13 @@ use crate::train::{saved_config, CHECKPOINT, TEMPERATURES};
 use flowtensor::{no_grad, Device, Generator, Tensor};
 use std::path::{Path, PathBuf};
 
-/// `n` samples at `temperature` as 8-bit images.
+/// The grey of a sample cell whose values were not finite.
+const NON_FINITE_GREY: u8 = 128;
+
+/// `n` samples at `temperature` as 8-bit images. A sample whose values are
+/// not all finite (the inverse of an undertrained flow can overflow at high
+/// temperatures) is drawn uniform grey and a warning says how many there
+/// were; if none is finite, it is an error.
 pub fn sample_images(
     model: &Model,
     n: usize,
@@ -20,12 +26,27 @@ pub fn sample_images(
 ) -> Result<Vec<u8>> {
     model.set_training(false);
     let y = no_grad(|| model.distribution.sample(n, temperature, gen))?;
-    if y.to_vec_f64()?.iter().any(|v| !v.is_finite()) {
+    let mut images = model.to_discrete(&y)?;
+    let per = model.dims();
+    let values = y.to_vec_f64()?;
+    let mut broken = 0;
+    for (image, sample) in images.chunks_mut(per).zip(values.chunks(per)) {
+        if sample.iter().any(|v| !v.is_finite()) {
+            image.fill(NON_FINITE_GREY);
+            broken += 1;
+        }
+    }
+    if broken == n && n > 0 {
         return Err(TrainError::Config(format!(
-            "sampling at temperature {temperature} gave NaN or infinite values: the model is numerically broken"
+            "every sample at temperature {temperature} has NaN or infinite values: the model is numerically broken"
         )));
     }
-    Ok(model.to_discrete(&y)?)
+    if broken > 0 {
+        eprintln!(
+            "warning: {broken} of {n} samples at temperature {temperature} have NaN or infinite values (the flow's inverse overflowed); they are drawn grey"
+        );
+    }
+    Ok(images)
 }
 
 /// Images decoded from latents on the straight line between the latents of
@@ -84,10 +105,16 @@ pub fn write_outputs(
 
 /// The configuration and model saved in `run_dir`'s checkpoint (no data is
 /// read), with the Polyak averages in place of the parameters when the run
-/// kept them.
+/// kept them; a warning is printed when the checkpoint came from other code.
 pub fn load_run(run_dir: &Path) -> Result<(TrainConfig, Model)> {
     let path = run_dir.join(CHECKPOINT);
-    model_from_checkpoint(&checkpoint::load(&path)?, &path)
+    let ckpt = checkpoint::load(&path)?;
+    if let Some(warning) =
+        crate::provenance::other_code_warning(ckpt.metadata.get("code").map(String::as_str), &path)
+    {
+        eprintln!("{warning}");
+    }
+    model_from_checkpoint(&ckpt, &path)
 }
 
 /// The per-image shape a checkpoint's metadata records (so that sampling needs no data).

@@ -18,6 +18,7 @@ use crate::model::{Model, DTYPE};
 use crate::optim::{clip_factor, Optimizer, Polyak};
 use crate::report::{self, Evaluation, Summary, TrainingCurve};
 use crate::sampling;
+use crate::spikes::SpikeDetector;
 use flowtensor::{no_grad, Device, Generator, GeneratorState, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -151,6 +152,8 @@ pub struct Trainer {
     noise: Generator,
     /// The training bpd of every step, for the loss plot.
     train_curve: TrainingCurve,
+    /// The loss spikes of the run, found from the training bpd.
+    spikes: SpikeDetector,
     /// `(step, test bpd)` of every evaluation.
     test_curve: Vec<(u64, f64)>,
     train_seconds: f64,
@@ -165,6 +168,8 @@ pub struct Trainer {
     pub progress: bool,
     /// The folder's lock, held by runs that write into it.
     _lock: Option<RunLock>,
+    /// The code version a loaded checkpoint records.
+    saved_code: Option<String>,
 }
 
 /// What [`Trainer::run`] produced.
@@ -239,6 +244,8 @@ impl Trainer {
             trainer.config.to_toml()?.as_bytes(),
         )?;
         let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
+        let _ = std::fs::remove_file(run_dir.join(crate::provenance::FILE));
+        crate::provenance::record_start(run_dir, &trainer.config, 0)?;
         Ok(trainer)
     }
 
@@ -257,6 +264,13 @@ impl Trainer {
         let lock = RunLock::acquire(run_dir)?;
         let mut trainer = Self::open(run_dir, steps, true)?;
         trainer._lock = Some(lock);
+        if let Some(warning) = crate::provenance::other_code_warning(
+            trainer.saved_code.as_deref(),
+            &run_dir.join(CHECKPOINT),
+        ) {
+            eprintln!("{warning} (continuing)");
+        }
+        crate::provenance::record_start(run_dir, &trainer.config, trainer.step)?;
         let evaluated = trainer.test_curve.last().map(|&(step, _)| step);
         if trainer.evaluation_due() && evaluated != Some(trainer.step) {
             trainer.record_evaluation()?;
@@ -267,7 +281,14 @@ impl Trainer {
     /// The run saved in `run_dir` as it stands, for evaluation: the folder is
     /// not locked (a run may still be writing it) and nothing in it changes.
     pub fn for_evaluation(run_dir: &Path) -> Result<Self> {
-        Self::open(run_dir, None, false)
+        let trainer = Self::open(run_dir, None, false)?;
+        if let Some(warning) = crate::provenance::other_code_warning(
+            trainer.saved_code.as_deref(),
+            &run_dir.join(CHECKPOINT),
+        ) {
+            eprintln!("{warning}");
+        }
+        Ok(trainer)
     }
 
     /// The run saved in `run_dir`; a `writer` also drops the lines of
@@ -282,6 +303,7 @@ impl Trainer {
         }
         let mut trainer = Self::build(config, run_dir)?;
         trainer.restore(&ckpt, &path, writer)?;
+        trainer.saved_code = ckpt.metadata.get("code").cloned();
         trainer.last_checkpoint = Some(path);
         trainer.checkpoint_step = Some(trainer.step);
         Ok(trainer)
@@ -319,6 +341,7 @@ impl Trainer {
             polyak,
             step: 0,
             train_curve: TrainingCurve::default(),
+            spikes: SpikeDetector::default(),
             test_curve: Vec::new(),
             train_seconds: 0.0,
             total,
@@ -327,6 +350,7 @@ impl Trainer {
             last_evaluation: None,
             progress: true,
             _lock: None,
+            saved_code: None,
         })
     }
 
@@ -449,6 +473,12 @@ impl Trainer {
             let seconds = start.elapsed().as_secs_f64();
             self.train_seconds += seconds;
             self.train_curve.push(self.step, bpd);
+            if let Some(spike) = self.spikes.observe(self.step, bpd) {
+                bar.println(format!(
+                    "step {}: loss spike, training bpd {:.3} against {:.3} just before",
+                    spike.step, spike.peak_bpd, spike.baseline_bpd
+                ));
+            }
             bar.set_position(self.step);
             bar.set_message(format!(
                 "loss {:.4} bpd {:.4} {:.0} img/s",
@@ -490,6 +520,7 @@ impl Trainer {
             test_bpd_iw,
             lr: self.config.schedule().lr(self.step - 1),
             train_seconds: self.train_seconds,
+            loss_spikes: self.spikes.spikes().len() as u64,
         };
         report::append_jsonl(&self.run_dir.join("metrics.jsonl"), &evaluation)?;
         Ok(format!(
@@ -593,6 +624,10 @@ impl Trainer {
             ),
             ("config".to_string(), self.config.to_toml()?),
             (
+                "code".to_string(),
+                crate::provenance::CodeVersion::current().id(),
+            ),
+            (
                 "image_shape".to_string(),
                 self.model.shape.map(|d| d.to_string()).join(","),
             ),
@@ -619,6 +654,7 @@ impl Trainer {
         self.step = progress.step;
         self.noise = Generator::from_state(progress.noise);
         self.train_seconds = progress.train_seconds;
+        self.spikes = SpikeDetector::from_curve(progress.train_curve.points());
         self.train_curve = progress.train_curve;
         // the evaluations are metrics.jsonl's lines up to the checkpoint
         let evaluations =
@@ -632,9 +668,10 @@ impl Trainer {
     }
 
     /// Runs to the end and writes the outputs: the final checkpoint (if the
-    /// last step has none yet), `metrics.json`, `loss.svg` (when there is a
-    /// curve to draw), and unless `samples` is 0 `samples_t{T}.png` and
-    /// `interpolation.png`; the report lists the files written.
+    /// last step has none yet), `loss.svg` (when there is a curve to draw),
+    /// unless `samples` is 0 `samples_t{T}.png` and `interpolation.png`, and
+    /// last `metrics.json`, which marks the run finished; the report lists
+    /// the files written.
     pub fn run(&mut self) -> Result<RunReport> {
         self.train_until(self.total)?;
         if self.checkpoint_step != Some(self.step) {
@@ -657,11 +694,9 @@ impl Trainer {
                 .map(|(_, p)| p.elem_count())
                 .sum(),
             threads: rayon::current_num_threads(),
+            loss_spikes: self.spikes.spikes().to_vec(),
         };
         let mut files = vec![self.run_dir.join(CHECKPOINT)];
-        let metrics = self.run_dir.join("metrics.json");
-        report::write_json(&metrics, &summary)?;
-        files.push(metrics);
         let plot = self.run_dir.join("loss.svg");
         if report::plot_losses(&plot, self.train_curve.points(), &self.test_curve)? {
             files.push(plot);
@@ -683,6 +718,10 @@ impl Trainer {
             }
             files.extend(written?);
         }
+        // last: its presence marks a finished run (see `sweep`)
+        let metrics = self.run_dir.join("metrics.json");
+        report::write_json(&metrics, &summary)?;
+        files.push(metrics);
         Ok(RunReport { summary, files })
     }
 }

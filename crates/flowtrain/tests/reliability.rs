@@ -24,7 +24,9 @@ fn flowtrain_in(cwd: &Path, args: &[&str]) -> Output {
 }
 
 /// A tiny training run's flags (fast on the built-in set).
-const TINY: [&str; 14] = [
+const TINY: [&str; 16] = [
+    "--preset",
+    "quick",
     "--quiet",
     "--n-subflows",
     "1",
@@ -759,6 +761,8 @@ fn final_state(run: &Path) -> Vec<(String, Vec<f64>)> {
 #[test]
 fn sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_no_stray_files() {
     let args = [
+        "--preset",
+        "quick",
         "--quiet",
         "--steps",
         "4000",
@@ -789,6 +793,7 @@ fn sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_no_stray_files() {
     let known = [
         ".lock",
         "config.toml",
+        "provenance.json",
         CHECKPOINT,
         "metrics.jsonl",
         "metrics.json",

@@ -313,7 +313,9 @@ fn kill_and_resume(args: &[&str]) {
     }
 }
 
-const KILLED_RUN: [&str; 18] = [
+const KILLED_RUN: [&str; 20] = [
+    "--preset",
+    "quick",
     "--steps",
     "60",
     "--checkpoint-every",
@@ -388,22 +390,44 @@ fn the_paper_flags_resolve_to_the_configuration() {
 
 #[test]
 fn every_mixing_and_the_sylvester_model_train() {
-    use flowtrain::config::ModelType;
-    // (mixing, model, DenseNet conditioner depth and gate)
-    let runs = [
-        (Mixing::OneByOne, ModelType::CouplingFlow, (0, false)),
-        (Mixing::ConvExp, ModelType::CouplingFlow, (0, false)),
-        (Mixing::Emerging, ModelType::CouplingFlow, (0, false)),
-        (Mixing::Woodbury, ModelType::CouplingFlow, (0, false)),
-        (Mixing::OneByOne, ModelType::Sylvester, (0, false)),
-        (Mixing::OneByOne, ModelType::CouplingFlow, (2, false)),
-        (Mixing::OneByOne, ModelType::CouplingFlow, (2, true)),
-    ];
-    for (mixing, model_type, (densenet_depth, use_gated_conv)) in runs {
+    use flowtrain::config::{CouplingType, ModelType};
+    // (mixing, model, coupling, DenseNet conditioner depth and gate)
+    let mut runs: Vec<_> = Mixing::ALL
+        .iter()
+        .map(|&m| (m, ModelType::CouplingFlow, CouplingType::Affine, (0, false)))
+        .collect();
+    runs.extend([
+        (
+            Mixing::OneByOne,
+            ModelType::CouplingFlow,
+            CouplingType::Additive,
+            (0, false),
+        ),
+        (
+            Mixing::OneByOne,
+            ModelType::Sylvester,
+            CouplingType::Affine,
+            (0, false),
+        ),
+        (
+            Mixing::OneByOne,
+            ModelType::CouplingFlow,
+            CouplingType::Affine,
+            (2, false),
+        ),
+        (
+            Mixing::OneByOne,
+            ModelType::CouplingFlow,
+            CouplingType::Affine,
+            (2, true),
+        ),
+    ]);
+    for (mixing, model_type, coupling, (densenet_depth, use_gated_conv)) in runs {
         let dir = tempfile::tempdir().unwrap();
         let config = TrainConfig {
             mixing,
             model_type,
+            coupling,
             densenet_depth,
             use_gated_conv,
             woodbury_rank: 4,
@@ -418,8 +442,17 @@ fn every_mixing_and_the_sylvester_model_train() {
         let (bpd, _) = trainer.evaluate().unwrap();
         assert!(
             bpd.is_finite() && bpd > 0.0,
-            "{mixing:?} {model_type:?}: {bpd}"
+            "{mixing:?} {model_type:?} {coupling:?}: {bpd}"
         );
         assert_eq!(saved_step(dir.path()), Some(3));
+        // the flow inverts: samples decode to finite images
+        let images = flowtrain::sampling::sample_images(
+            &trainer.model,
+            2,
+            0.7,
+            &mut flowtensor::Generator::new(1),
+        )
+        .unwrap();
+        assert_eq!(images.len(), 2 * 256, "{mixing:?}");
     }
 }

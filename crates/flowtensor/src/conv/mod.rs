@@ -15,6 +15,7 @@ pub(crate) use direct3x3::{
 mod geometry;
 mod pointwise;
 mod simd;
+pub use simd::isa_name;
 
 use crate::autograd::op::Op;
 use crate::ops::binary::check_compatible;

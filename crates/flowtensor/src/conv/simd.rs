@@ -198,6 +198,20 @@ pub(crate) fn isa() -> Isa {
     }
 }
 
+/// The instruction set the hand-written kernels run with on this CPU:
+/// `"avx512f+fma"`, `"avx2+fma"` or `"baseline"` (scalar loops; also on
+/// other architectures).
+pub fn isa_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    match isa() {
+        Isa::Avx512 => "avx512f+fma",
+        Isa::Avx2 => "avx2+fma",
+        Isa::Baseline => "baseline",
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    "baseline"
+}
+
 /// The sum of the first `lanes` elements of `v`.
 ///
 /// # Safety

@@ -51,7 +51,7 @@ pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<ImageSet> {
 }
 
 /// The directory holding the batches: `dir` or its `cifar-10-batches-bin`.
-fn batch_dir(dir: &Path) -> PathBuf {
+pub(crate) fn batch_dir(dir: &Path) -> PathBuf {
     let nested = dir.join("cifar-10-batches-bin");
     if nested.is_dir() {
         nested

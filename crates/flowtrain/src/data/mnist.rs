@@ -106,7 +106,7 @@ pub fn parse_idx(
         .map_err(|e| TrainError::data(path, e.to_string()))?;
     // grows with what the stream really holds (from a bounded start), never
     // past the implied size
-    let mut data = Vec::with_capacity(count.min(1 << 26));
+    let mut data = Vec::with_capacity(count.min(1 << 20));
     (&mut input)
         .take(count as u64 + 1)
         .read_to_end(&mut data)
