@@ -16,10 +16,12 @@ use crate::{checkpoint, limits, sampling};
 use flowtensor::{no_grad, Device, Generator, Tensor};
 use std::path::Path;
 
-/// Models this small (bytes of the run's memory estimate) are built and run by the fuzz entries.
-pub const BUILD_BELOW: u64 = 16 << 20;
-/// ... and when they have at most this many flow steps.
-pub const MAX_BUILT_STEPS: usize = 8;
+/// Models this small (bytes of a sample's memory estimate) are built and
+/// run by the fuzz entries ...
+pub const BUILD_BELOW: u64 = 4 << 20;
+/// ... when they have at most this many flow steps (so that a case stays
+/// in milliseconds; the proptest suites build larger ones).
+pub const MAX_BUILT_STEPS: usize = 4;
 
 /// An IDX file: raw with 1 or 3 dimensions, and gzipped when `bytes` starts
 /// with the gzip magic; what loads is cut into a batch.
