@@ -14,13 +14,12 @@
 //!   the fast solver runs along anti-diagonal wavefronts).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use flows::flowlayers::layers::emerging::{
-    quadrant_mask, solve_quadrant, solve_quadrant_reference,
-};
+use flows::flowlayers::layers::emerging::quadrant_mask;
 use flows::flowlayers::layers::{
     Conv1x1Lu, ConvExp, EmergingConv, PeriodicConv, Woodbury, WoodburyAxis,
 };
 use flows::flowlayers::{Flow, Sequential};
+use flows::flowtensor::triangular::{solve_quadrant, solve_quadrant_reference};
 use flows::flowtensor::{DType, Device, Generator, Tensor};
 use std::hint::black_box;
 

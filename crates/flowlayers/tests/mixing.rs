@@ -3,10 +3,11 @@
 //! convolutions and Woodbury transformations, checked against their
 //! brute-force Jacobians on non-square images and several channel counts.
 
-use flowlayers::layers::emerging::{quadrant_mask, solve_quadrant, solve_quadrant_reference};
+use flowlayers::layers::emerging::quadrant_mask;
 use flowlayers::layers::{Conv1x1, EmergingConv, PeriodicConv, Woodbury, WoodburyAxis};
 use flowlayers::testing::{check_flow, FlowCheck};
 use flowlayers::{Flow, Sequential};
+use flowtensor::triangular::{solve_quadrant, solve_quadrant_reference};
 use flowtensor::{Conv2dParams, DType, Device, Generator, Tensor};
 
 const SHAPES: [[usize; 4]; 3] = [[2, 3, 4, 5], [1, 2, 3, 3], [2, 4, 5, 3]];

@@ -11,10 +11,11 @@
 //!   naming the op and the shapes.
 
 mod autograd;
+mod backend;
 mod conv;
 pub mod conv_exp;
 mod cpu;
-mod cuda;
+pub mod cuda;
 mod device;
 mod dtype;
 mod error;
@@ -26,8 +27,10 @@ mod ops;
 pub mod random;
 mod storage;
 mod tensor;
+pub mod triangular;
 
 pub use autograd::{is_grad_enabled, no_grad, CustomOp, GradStore, NoGradGuard};
+pub use backend::BACKEND_OPS;
 pub use conv::{isa_name, Conv2dParams, ConvTranspose2dParams};
 pub use cpu::{CpuStorage, PAR_THRESHOLD};
 pub use cuda::CudaStorage;

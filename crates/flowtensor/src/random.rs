@@ -17,7 +17,9 @@
 //!
 //! f32 tensors get the same draws as f64 ones, rounded.
 
+use crate::backend::Draw;
 use crate::cpu::PAR_THRESHOLD;
+use crate::storage::Storage;
 use crate::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -75,26 +77,32 @@ impl Generator {
         self.state
     }
 
-    fn block(&self, index: u64) -> [u32; 4] {
-        let key = [self.state.seed as u32, (self.state.seed >> 32) as u32];
-        philox4x32_10([index as u32, (index >> 32) as u32, 0, 0], key)
-    }
-
     /// `n` values, two per block from `value(block)`, advancing the counter.
     fn draw(&mut self, n: usize, value: impl Fn([u32; 4]) -> [f64; 2] + Sync) -> Vec<f64> {
+        let start = self.advance(n);
+        values_at(self.state.seed, start, n, value)
+    }
+
+    /// Moves the counter past the blocks of `n` values; returns where they start.
+    fn advance(&mut self, n: usize) -> u64 {
         let start = self.state.counter;
-        let blocks = n.div_ceil(2);
         // the 64-bit block counter wraps around (after 2^64 blocks), never overflows
-        self.state.counter = self.state.counter.wrapping_add(blocks as u64);
-        let this = &*self;
-        let pair = |b: usize| value(this.block(start.wrapping_add(b as u64)));
-        let mut out: Vec<f64> = if n >= PAR_THRESHOLD {
-            (0..blocks).into_par_iter().flat_map_iter(&pair).collect()
-        } else {
-            (0..blocks).flat_map(pair).collect()
-        };
-        out.truncate(n);
-        out
+        self.state.counter = start.wrapping_add(n.div_ceil(2) as u64);
+        start
+    }
+
+    /// A tensor of a draw, made on `device` by its backend (the same values on every device).
+    fn tensor(
+        &mut self,
+        shape: &[usize],
+        draw: Draw,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Tensor> {
+        let n = shape.iter().product();
+        let counter = self.advance(n);
+        let storage = Storage::random(n, dtype, device, self.state.seed, counter, draw)?;
+        Ok(Tensor::from_storage(storage, shape))
     }
 
     /// Uniform values in [lo, hi).
@@ -106,16 +114,7 @@ impl Generator {
         dtype: DType,
         device: Device,
     ) -> Result<Tensor> {
-        let n = shape.iter().product();
-        let v = self.draw(n, |w| {
-            [
-                lo + (hi - lo) * unit(w[0], w[1]),
-                lo + (hi - lo) * unit(w[2], w[3]),
-            ]
-        });
-        Tensor::from_vec(v, shape, Device::Cpu)?
-            .to_dtype(dtype)?
-            .to_device(device)
+        self.tensor(shape, Draw::Uniform { lo, hi }, dtype, device)
     }
 
     /// Normal values with the given mean and standard deviation.
@@ -127,16 +126,7 @@ impl Generator {
         dtype: DType,
         device: Device,
     ) -> Result<Tensor> {
-        let n = shape.iter().product();
-        let v = self.draw(n, |w| {
-            let (u1, u2) = (unit(w[0], w[1]), unit(w[2], w[3]));
-            let r = (-2.0 * (1.0 - u1).ln()).sqrt();
-            let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
-            [mean + std * r * c, mean + std * r * s]
-        });
-        Tensor::from_vec(v, shape, Device::Cpu)?
-            .to_dtype(dtype)?
-            .to_device(device)
+        self.tensor(shape, Draw::Normal { mean, std }, dtype, device)
     }
 
     /// Standard normal values.
@@ -153,6 +143,50 @@ impl Generator {
             perm.swap(i, j);
         }
         perm
+    }
+}
+
+/// `n` values from the blocks starting at `start` of the stream keyed by `seed`.
+fn values_at(
+    seed: u64,
+    start: u64,
+    n: usize,
+    value: impl Fn([u32; 4]) -> [f64; 2] + Sync,
+) -> Vec<f64> {
+    let key = [seed as u32, (seed >> 32) as u32];
+    let blocks = n.div_ceil(2);
+    let pair = |b: usize| {
+        let index = start.wrapping_add(b as u64);
+        value(philox4x32_10(
+            [index as u32, (index >> 32) as u32, 0, 0],
+            key,
+        ))
+    };
+    let mut out: Vec<f64> = if n >= PAR_THRESHOLD {
+        (0..blocks).into_par_iter().flat_map_iter(&pair).collect()
+    } else {
+        (0..blocks).flat_map(pair).collect()
+    };
+    out.truncate(n);
+    out
+}
+
+/// The `n` values of `draw` from block `counter` of the stream keyed by
+/// `seed`, in f64 (the CPU backend's draw; the CUDA kernels reproduce it).
+pub(crate) fn draw_values(seed: u64, counter: u64, n: usize, draw: Draw) -> Vec<f64> {
+    match draw {
+        Draw::Uniform { lo, hi } => values_at(seed, counter, n, |w| {
+            [
+                lo + (hi - lo) * unit(w[0], w[1]),
+                lo + (hi - lo) * unit(w[2], w[3]),
+            ]
+        }),
+        Draw::Normal { mean, std } => values_at(seed, counter, n, |w| {
+            let (u1, u2) = (unit(w[0], w[1]), unit(w[2], w[3]));
+            let r = (-2.0 * (1.0 - u1).ln()).sqrt();
+            let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
+            [mean + std * r * c, mean + std * r * s]
+        }),
     }
 }
 

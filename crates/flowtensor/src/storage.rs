@@ -1,16 +1,18 @@
 //! Device dispatch: every storage operation goes through [`Storage`], which
-//! forwards to the backend that holds the data.
+//! forwards it to the backend holding the data ([`BackendStorage`]).
+//! Operands on different devices are an error naming the op.
 
+use crate::backend::{BackendStorage, ConvPass, Draw, SolveGeom};
 use crate::conv::ConvGeom;
-use crate::conv_exp::cpu::{SeriesGeom, Stop};
-use crate::cpu::{ConvKernel, CpuStorage};
+use crate::conv_exp::{SeriesGeom, Stop};
+use crate::cpu::CpuStorage;
 use crate::cuda::CudaStorage;
 use crate::layout::Layout;
 use crate::ops::kinds::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
 use crate::{DType, Device, Error, Result};
 
 /// The memory behind a tensor, on one device.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
     Cuda(CudaStorage),
@@ -18,42 +20,97 @@ pub enum Storage {
 
 /// Forwards a call to the backend holding `$s`.
 macro_rules! on_backend {
-    ($s:expr, $cpu:ident => $body:expr) => {
+    ($s:expr, $x:ident => $body:expr) => {
         match $s {
-            Storage::Cpu($cpu) => $body,
-            Storage::Cuda(c) => match *c {},
+            Storage::Cpu($x) => Storage::Cpu($body),
+            Storage::Cuda($x) => Storage::Cuda($body),
         }
     };
 }
 
 /// Forwards a call on two storages, which must be on one device.
 macro_rules! on_backend_pair {
-    ($a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
+    ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
         match ($a, $b) {
-            (Storage::Cpu($x), Storage::Cpu($y)) => $body,
-            (Storage::Cuda(c), _) | (_, Storage::Cuda(c)) => match *c {},
+            (Storage::Cpu($x), Storage::Cpu($y)) => Storage::Cpu($body),
+            (Storage::Cuda($x), Storage::Cuda($y)) => Storage::Cuda($body),
+            (a, b) => return Err(mismatch($op, a, b)),
         }
     };
 }
 
+fn mismatch(op: &'static str, a: &Storage, b: &Storage) -> Error {
+    Error::DeviceMismatch {
+        op,
+        lhs: a.device(),
+        rhs: b.device(),
+    }
+}
+
 impl Storage {
     pub fn device(&self) -> Device {
-        on_backend!(self, _s => Device::Cpu)
-    }
-
-    pub fn dtype(&self) -> DType {
-        on_backend!(self, s => s.dtype())
-    }
-
-    pub(crate) fn zeros(n: usize, dtype: DType, device: Device) -> Result<Storage> {
-        match device {
-            Device::Cpu => Ok(Storage::Cpu(CpuStorage::zeros(n, dtype))),
-            Device::Cuda(_) => Err(crate::cuda::unavailable(device)),
+        match self {
+            Storage::Cpu(s) => s.device(),
+            Storage::Cuda(s) => s.device(),
         }
     }
 
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(s) => BackendStorage::dtype(s),
+            Storage::Cuda(s) => s.dtype(),
+        }
+    }
+
+    pub(crate) fn zeros(n: usize, dtype: DType, device: Device) -> Result<Storage> {
+        Ok(match device {
+            Device::Cpu => Storage::Cpu(CpuStorage::zeros(n, dtype)),
+            Device::Cuda(_) => Storage::Cuda(CudaStorage::zeros(n, dtype, device)?),
+        })
+    }
+
+    /// Host data placed on `device`.
+    pub(crate) fn from_host(data: CpuStorage, device: Device) -> Result<Storage> {
+        Ok(match device {
+            Device::Cpu => Storage::Cpu(data),
+            Device::Cuda(_) => Storage::Cuda(CudaStorage::from_host(&data, device)?),
+        })
+    }
+
+    /// The elements of `l`, contiguous, in host memory.
+    pub(crate) fn to_host(&self, l: &Layout) -> Result<CpuStorage> {
+        match self {
+            Storage::Cpu(s) => s.to_host(l),
+            Storage::Cuda(s) => s.to_host(l),
+        }
+    }
+
+    /// The elements of `l`, contiguous, on `device`.
+    pub(crate) fn to_device(&self, l: &Layout, device: Device) -> Result<Storage> {
+        if device == self.device() {
+            return self.copy_strided(l);
+        }
+        Storage::from_host(self.to_host(l)?, device)
+    }
+
+    pub(crate) fn random(
+        n: usize,
+        dtype: DType,
+        device: Device,
+        seed: u64,
+        counter: u64,
+        draw: Draw,
+    ) -> Result<Storage> {
+        Ok(match device {
+            Device::Cpu => Storage::Cpu(CpuStorage::random(n, dtype, device, seed, counter, draw)?),
+            Device::Cuda(_) => {
+                Storage::Cuda(CudaStorage::random(n, dtype, device, seed, counter, draw)?)
+            }
+        })
+    }
+
     pub(crate) fn unary(&self, l: &Layout, op: UnaryOp) -> Result<Storage> {
-        on_backend!(self, s => Ok(Storage::Cpu(s.unary(l, op))))
+        Ok(on_backend!(self, s => s.unary(l, op)?))
     }
 
     pub(crate) fn binary(
@@ -63,7 +120,7 @@ impl Storage {
         lb: &Layout,
         op: BinaryOp,
     ) -> Result<Storage> {
-        on_backend_pair!(self, rhs, (a, b) => Ok(Storage::Cpu(a.binary(la, b, lb, op)?)))
+        Ok(on_backend_pair!("binary", self, rhs, (a, b) => a.binary(la, b, lb, op)?))
     }
 
     pub(crate) fn cmp(
@@ -73,7 +130,7 @@ impl Storage {
         lb: &Layout,
         op: CmpOp,
     ) -> Result<Storage> {
-        on_backend_pair!(self, rhs, (a, b) => Ok(Storage::Cpu(a.cmp(la, b, lb, op)?)))
+        Ok(on_backend_pair!("cmp", self, rhs, (a, b) => a.cmp(la, b, lb, op)?))
     }
 
     pub(crate) fn where_cond(
@@ -82,54 +139,37 @@ impl Storage {
         on_true: (&Storage, &Layout),
         on_false: (&Storage, &Layout),
     ) -> Result<Storage> {
-        match (self, on_true.0, on_false.0) {
-            (Storage::Cpu(m), Storage::Cpu(t), Storage::Cpu(f)) => Ok(Storage::Cpu(m.where_cond(
-                lm,
-                (t, on_true.1),
-                (f, on_false.1),
-            )?)),
-            (Storage::Cuda(c), _, _) | (_, Storage::Cuda(c), _) | (_, _, Storage::Cuda(c)) => {
-                match *c {}
+        Ok(match (self, on_true.0, on_false.0) {
+            (Storage::Cpu(m), Storage::Cpu(t), Storage::Cpu(f)) => {
+                Storage::Cpu(m.where_cond(lm, (t, on_true.1), (f, on_false.1))?)
             }
-        }
+            (Storage::Cuda(m), Storage::Cuda(t), Storage::Cuda(f)) => {
+                Storage::Cuda(m.where_cond(lm, (t, on_true.1), (f, on_false.1))?)
+            }
+            (m, t, f) => {
+                let other = if t.device() != m.device() { t } else { f };
+                return Err(mismatch("where_cond", m, other));
+            }
+        })
     }
 
     pub(crate) fn reduce(&self, l: &Layout, dims: &[usize], op: ReduceOp) -> Result<Storage> {
-        on_backend!(self, s => Ok(Storage::Cpu(s.reduce(l, dims, op))))
+        Ok(on_backend!(self, s => s.reduce(l, dims, op)?))
     }
 
     pub(crate) fn matmul(&self, la: &Layout, rhs: &Storage, lb: &Layout) -> Result<Storage> {
-        on_backend_pair!(self, rhs, (a, b) => Ok(Storage::Cpu(a.matmul(la, b, lb)?)))
+        Ok(on_backend_pair!("matmul", self, rhs, (a, b) => a.matmul(la, b, lb)?))
     }
 
-    pub(crate) fn conv_fwd(
+    pub(crate) fn conv(
         &self,
-        lx: &Layout,
-        w: &Storage,
-        lw: &Layout,
+        l: &Layout,
+        other: &Storage,
+        lo: &Layout,
         g: &ConvGeom,
+        pass: ConvPass,
     ) -> Result<Storage> {
-        on_backend_pair!(self, w, (x, w) => Ok(Storage::Cpu(x.conv(lx, w, lw, g, ConvKernel::Forward)?)))
-    }
-
-    pub(crate) fn conv_bwd_data(
-        &self,
-        ly: &Layout,
-        w: &Storage,
-        lw: &Layout,
-        g: &ConvGeom,
-    ) -> Result<Storage> {
-        on_backend_pair!(self, w, (y, w) => Ok(Storage::Cpu(y.conv(ly, w, lw, g, ConvKernel::BackwardData)?)))
-    }
-
-    pub(crate) fn conv_bwd_weight(
-        &self,
-        lx: &Layout,
-        dy: &Storage,
-        ldy: &Layout,
-        g: &ConvGeom,
-    ) -> Result<Storage> {
-        on_backend_pair!(self, dy, (x, dy) => Ok(Storage::Cpu(x.conv(lx, dy, ldy, g, ConvKernel::BackwardWeight)?)))
+        Ok(on_backend_pair!("conv2d", self, other, (a, b) => a.conv(l, b, lo, g, pass)?))
     }
 
     pub(crate) fn conv_exp_fwd(
@@ -140,10 +180,17 @@ impl Storage {
         sg: &SeriesGeom,
         stop: Stop,
     ) -> Result<(Storage, Vec<usize>)> {
-        on_backend_pair!(self, kernel, (x, k) => {
-            let (y, counts) = x.conv_exp_fwd(l, k, lk, sg, stop)?;
-            Ok((Storage::Cpu(y), counts))
-        })
+        match (self, kernel) {
+            (Storage::Cpu(x), Storage::Cpu(k)) => {
+                let (y, n) = x.conv_exp_fwd(l, k, lk, sg, stop)?;
+                Ok((Storage::Cpu(y), n))
+            }
+            (Storage::Cuda(x), Storage::Cuda(k)) => {
+                let (y, n) = x.conv_exp_fwd(l, k, lk, sg, stop)?;
+                Ok((Storage::Cuda(y), n))
+            }
+            (a, b) => Err(mismatch("conv_exp", a, b)),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -163,26 +210,55 @@ impl Storage {
                 let (dx, dk) = x.conv_exp_bwd(l, k, lk, g, lg, sg, counts, want_kernel)?;
                 Ok((Storage::Cpu(dx), dk.map(Storage::Cpu)))
             }
-            (Storage::Cuda(c), _, _) | (_, Storage::Cuda(c), _) | (_, _, Storage::Cuda(c)) => {
-                match *c {}
+            (Storage::Cuda(x), Storage::Cuda(k), Storage::Cuda(g)) => {
+                let (dx, dk) = x.conv_exp_bwd(l, k, lk, g, lg, sg, counts, want_kernel)?;
+                Ok((Storage::Cuda(dx), dk.map(Storage::Cuda)))
+            }
+            (x, k, g) => {
+                let other = if k.device() != x.device() { k } else { g };
+                Err(mismatch("conv_exp backward", x, other))
             }
         }
     }
 
     pub(crate) fn copy_strided(&self, l: &Layout) -> Result<Storage> {
-        on_backend!(self, s => Ok(Storage::Cpu(s.copy_strided(l))))
+        Ok(on_backend!(self, s => s.copy_strided(l)?))
     }
 
     pub(crate) fn cat(parts: &[(&Storage, &Layout)], dim: usize) -> Result<Storage> {
-        let cpu: Vec<(&CpuStorage, &Layout)> = parts
-            .iter()
-            .map(|(s, l)| on_backend!(s, c => (c, *l)))
-            .collect();
-        Ok(Storage::Cpu(CpuStorage::cat(&cpu, dim)?))
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::invalid("cat", "needs at least one tensor"))?
+            .0;
+        if let Some((other, _)) = parts.iter().find(|(s, _)| s.device() != first.device()) {
+            return Err(mismatch("cat", first, other));
+        }
+        Ok(match first {
+            Storage::Cpu(_) => {
+                let cpu: Vec<(&CpuStorage, &Layout)> = parts
+                    .iter()
+                    .filter_map(|(s, l)| match s {
+                        Storage::Cpu(c) => Some((c, *l)),
+                        Storage::Cuda(_) => None,
+                    })
+                    .collect();
+                Storage::Cpu(CpuStorage::cat(&cpu, dim)?)
+            }
+            Storage::Cuda(_) => {
+                let cuda: Vec<(&CudaStorage, &Layout)> = parts
+                    .iter()
+                    .filter_map(|(s, l)| match s {
+                        Storage::Cuda(c) => Some((c, *l)),
+                        Storage::Cpu(_) => None,
+                    })
+                    .collect();
+                Storage::Cuda(CudaStorage::cat(&cuda, dim)?)
+            }
+        })
     }
 
     pub(crate) fn index_select(&self, l: &Layout, dim: usize, idx: &[usize]) -> Result<Storage> {
-        on_backend!(self, s => Ok(Storage::Cpu(s.index_select(l, dim, idx))))
+        Ok(on_backend!(self, s => s.index_select(l, dim, idx)?))
     }
 
     pub(crate) fn index_add(
@@ -192,11 +268,11 @@ impl Storage {
         idx: &[usize],
         size: usize,
     ) -> Result<Storage> {
-        on_backend!(self, s => Ok(Storage::Cpu(s.index_add(l, dim, idx, size))))
+        Ok(on_backend!(self, s => s.index_add(l, dim, idx, size)?))
     }
 
     pub(crate) fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Storage> {
-        on_backend!(self, s => Ok(Storage::Cpu(s.to_dtype(l, dtype))))
+        Ok(on_backend!(self, s => s.to_dtype(l, dtype)?))
     }
 
     pub(crate) fn write_range(
@@ -207,16 +283,45 @@ impl Storage {
     ) -> Result<()> {
         match (self, src) {
             (Storage::Cpu(d), Storage::Cpu(s)) => d.write_range(dst, s, ls),
-            (Storage::Cuda(c), _) => match *c {},
-            (_, Storage::Cuda(c)) => match *c {},
+            (Storage::Cuda(d), Storage::Cuda(s)) => d.write_range(dst, s, ls),
+            (d, s) => Err(mismatch("set_data", d, s)),
         }
+    }
+
+    pub(crate) fn dft(
+        &self,
+        l: &Layout,
+        cshape: &[usize],
+        dims: &[usize],
+        inverse: bool,
+        scale: f64,
+    ) -> Result<Storage> {
+        Ok(on_backend!(self, s => s.dft(l, cshape, dims, inverse, scale)?))
+    }
+
+    pub(crate) fn quadrant_solve(
+        &self,
+        l: &Layout,
+        kernel: &Storage,
+        lk: &Layout,
+        geom: SolveGeom,
+    ) -> Result<Storage> {
+        Ok(
+            on_backend_pair!("quadrant_solve", self, kernel, (y, k) => y.quadrant_solve(l, k, lk, geom)?),
+        )
     }
 
     /// The host data, when the storage is in host memory.
     pub fn as_cpu(&self) -> Result<&CpuStorage> {
         match self {
             Storage::Cpu(s) => Ok(s),
-            Storage::Cuda(c) => match *c {},
+            Storage::Cuda(s) => Err(Error::invalid(
+                "as_cpu",
+                format!(
+                    "the data is on {:?}; copy it to the host first (to_device)",
+                    s.device()
+                ),
+            )),
         }
     }
 }

@@ -7,7 +7,6 @@
 use crate::flow::{parameter, Flow};
 use crate::layers::spectral_norm::{check_image, check_image_size};
 use flowtensor::{Conv2dParams, DType, Device, Generator, Result, Tensor};
-use rayon::prelude::*;
 
 const NAME: &str = "EmergingConv";
 
@@ -34,182 +33,6 @@ pub fn quadrant_mask(channels: usize, dtype: DType, device: Device) -> Result<Te
         .to_device(device)
 }
 
-/// `K'[c, c', a, b] = K[C-1-c, C-1-c', 2-a, 2-b]`: the kernel that acts on
-/// images rotated by 180 degrees with reversed channels as `K` acts on the
-/// originals (it maps the lower-right mask to the upper-left one).
-fn rotated(kernel: &[f64], c: usize) -> Vec<f64> {
-    let mut out = vec![0.0; kernel.len()];
-    for o in 0..c {
-        for i in 0..c {
-            for t in 0..9 {
-                out[(((c - 1 - o) * c + (c - 1 - i)) * 9) + 8 - t] = kernel[(o * c + i) * 9 + t];
-            }
-        }
-    }
-    out
-}
-
-/// An image `(c, h, w)` rotated by 180 degrees with reversed channels (its
-/// own inverse).
-fn rotate_image(x: &[f64]) -> Vec<f64> {
-    x.iter().rev().copied().collect()
-}
-
-/// Solves `y = conv(x, K)` for `x`, for one `(c, h, w)` image and an
-/// upper-left-quadrant kernel `K (c, c, 3, 3)` with a lower-triangular
-/// centre, by plain back-substitution in raster order on the NCHW data: the
-/// reference the fast solver is checked and timed against.
-pub fn solve_quadrant_reference(
-    y: &[f64],
-    kernel: &[f64],
-    (c, h, w): (usize, usize, usize),
-) -> Vec<f64> {
-    let mut x = vec![0.0; y.len()];
-    let at = |ch: usize, i: usize, j: usize| (ch * h + i) * w + j;
-    for i in 0..h {
-        for j in 0..w {
-            for o in 0..c {
-                let mut r = y[at(o, i, j)];
-                for ci in 0..c {
-                    for (a, b) in [(0usize, 0usize), (0, 1), (1, 0), (1, 1)] {
-                        if (a, b) == (1, 1) && ci >= o {
-                            continue;
-                        }
-                        let (Some(si), Some(sj)) = ((i + a).checked_sub(1), (j + b).checked_sub(1))
-                        else {
-                            continue;
-                        };
-                        r -= kernel[((o * c + ci) * 3 + a) * 3 + b] * x[at(ci, si, sj)];
-                    }
-                }
-                x[at(o, i, j)] = r / kernel[((o * c + o) * 3 + 1) * 3 + 1];
-            }
-        }
-    }
-    x
-}
-
-/// The per-pixel operators of an upper-left-quadrant kernel, channels last:
-/// the three neighbour taps `(-1, -1), (-1, 0), (0, -1)` as `C x C` blocks
-/// and the lower-triangular centre.
-struct QuadrantKernel {
-    c: usize,
-    /// `[tap][o][i]`.
-    taps: Vec<f64>,
-    /// `[o][i]`, lower triangular.
-    centre: Vec<f64>,
-}
-
-impl QuadrantKernel {
-    fn new(kernel: &[f64], c: usize) -> Self {
-        let mut taps = vec![0.0; 3 * c * c];
-        let mut centre = vec![0.0; c * c];
-        for o in 0..c {
-            for i in 0..c {
-                let k = |a: usize, b: usize| kernel[((o * c + i) * 3 + a) * 3 + b];
-                for (t, (a, b)) in [(0, 0), (0, 1), (1, 0)].into_iter().enumerate() {
-                    taps[(t * c + o) * c + i] = k(a, b);
-                }
-                if i <= o {
-                    centre[o * c + i] = k(1, 1);
-                }
-            }
-        }
-        QuadrantKernel { c, taps, centre }
-    }
-
-    /// `x` at pixel `(i, j)` from `y` there and the solved neighbours in
-    /// `x` (channels last, `w` pixels per row), into `out`.
-    fn pixel(&self, y: &[f64], x: &[f64], (i, j, w): (usize, usize, usize), out: &mut [f64]) {
-        let c = self.c;
-        out.copy_from_slice(y);
-        let neighbours = [
-            (i.checked_sub(1), j.checked_sub(1)),
-            (i.checked_sub(1), Some(j)),
-            (Some(i), j.checked_sub(1)),
-        ];
-        for (t, pos) in neighbours.into_iter().enumerate() {
-            let (Some(si), Some(sj)) = pos else { continue };
-            let xn = &x[(si * w + sj) * c..][..c];
-            for (o, r) in out.iter_mut().enumerate() {
-                let row = &self.taps[(t * c + o) * c..][..c];
-                *r -= row.iter().zip(xn).map(|(k, v)| k * v).sum::<f64>();
-            }
-        }
-        for o in 0..c {
-            let row = &self.centre[o * c..][..c];
-            let known: f64 = row[..o].iter().zip(&out[..o]).map(|(k, v)| k * v).sum();
-            out[o] = (out[o] - known) / row[o];
-        }
-    }
-
-    /// Solves one `(c, h, w)` image: channels last, pixel by pixel in
-    /// raster order, or along anti-diagonals `i + j = d` (whose pixels
-    /// depend only on earlier diagonals) with each diagonal's pixels in
-    /// parallel when `wavefronts`.
-    fn solve(&self, y: &[f64], (h, w): (usize, usize), wavefronts: bool) -> Vec<f64> {
-        let c = self.c;
-        let mut yl = vec![0.0; y.len()];
-        for (ch, plane) in y.chunks(h * w).enumerate() {
-            for (p, &v) in plane.iter().enumerate() {
-                yl[p * c + ch] = v;
-            }
-        }
-        let mut xl = vec![0.0; y.len()];
-        if wavefronts {
-            for d in 0..h + w - 1 {
-                let rows = d.saturating_sub(w - 1)..d.min(h - 1) + 1;
-                let solved: Vec<(usize, Vec<f64>)> = rows
-                    .into_par_iter()
-                    .map(|i| {
-                        let (j, mut out) = (d - i, vec![0.0; c]);
-                        self.pixel(&yl[(i * w + j) * c..][..c], &xl, (i, j, w), &mut out);
-                        (i * w + j, out)
-                    })
-                    .collect();
-                for (p, v) in solved {
-                    xl[p * c..][..c].copy_from_slice(&v);
-                }
-            }
-        } else {
-            let mut out = vec![0.0; c];
-            for p in 0..h * w {
-                self.pixel(&yl[p * c..][..c], &xl, (p / w, p % w, w), &mut out);
-                xl[p * c..][..c].copy_from_slice(&out);
-            }
-        }
-        let mut x = vec![0.0; y.len()];
-        for (ch, plane) in x.chunks_mut(h * w).enumerate() {
-            for (p, v) in plane.iter_mut().enumerate() {
-                *v = xl[p * c + ch];
-            }
-        }
-        x
-    }
-}
-
-/// Solves `y = conv(x, K)` for every image of `y (n, c, h, w)` (f64,
-/// contiguous) with an upper-left-quadrant kernel: images in parallel, and
-/// each image along anti-diagonal wavefronts when there are fewer images
-/// than threads.
-pub fn solve_quadrant(
-    y: &[f64],
-    kernel: &[f64],
-    (n, c, h, w): (usize, usize, usize, usize),
-) -> Vec<f64> {
-    let op = QuadrantKernel::new(kernel, c);
-    let img = c * h * w;
-    if img == 0 {
-        return vec![0.0; y.len()];
-    }
-    let wavefronts = n < rayon::current_num_threads();
-    let solved: Vec<Vec<f64>> = y
-        .par_chunks(img)
-        .map(|yi| op.solve(yi, (h, w), wavefronts))
-        .collect();
-    solved.concat()
-}
-
 /// The emerging convolution: two masked 3x3 same convolutions,
 /// `z = K2 * (K1 * x)`.
 ///
@@ -228,9 +51,11 @@ pub fn solve_quadrant(
 ///
 /// - Inverse: `y = K2^{-1} z` by back-substitution in reverse raster order
 ///   (the rotated problem of `K1`'s kind), then `x = K1^{-1} y` in raster
-///   order, pixel by pixel and channel by channel, in f64 ([`solve_quadrant`]:
-///   images in parallel, anti-diagonal wavefronts inside an image when the
-///   batch is smaller than the thread pool). Not differentiable.
+///   order, pixel by pixel and channel by channel, in f64
+///   ([`flowtensor::Tensor::quadrant_solve`]: on the CPU, images in parallel
+///   and anti-diagonal wavefronts inside an image when the batch is smaller
+///   than the thread pool; on CUDA, one block per image sweeping the
+///   wavefronts). Not differentiable.
 ///
 /// Initialised near the identity: `W = I (centre) + 0.01 randn`.
 pub struct EmergingConv {
@@ -327,19 +152,16 @@ impl Flow for EmergingConv {
     fn inverse(&self, z: &Tensor) -> Result<Tensor> {
         self.check(z)?;
         let (k1, k2) = self.kernels()?;
-        let (c, h, w) = (self.channels, self.height, self.width);
-        let n = z.shape()[0];
-        let img = c * h * w;
-        let zv = z.to_vec_f64()?;
-        // K2 is K1's kind on images rotated by 180 degrees with reversed channels
-        let k2_rotated = rotated(&k2.to_vec_f64()?, c);
-        let rotated_z: Vec<f64> = zv.chunks(img).flat_map(rotate_image).collect();
-        let y_rotated = solve_quadrant(&rotated_z, &k2_rotated, (n, c, h, w));
-        let y: Vec<f64> = y_rotated.chunks(img).flat_map(rotate_image).collect();
-        let x = solve_quadrant(&y, &k1.to_vec_f64()?, (n, c, h, w));
-        Tensor::from_vec(x, z.shape(), Device::Cpu)?
-            .to_dtype(z.dtype())?
-            .to_device(z.device())
+        let f64s = |t: &Tensor| t.detach().to_dtype(DType::F64);
+        // K2 is K1's kind on images rotated by 180 degrees with reversed
+        // channels: its kernel flipped in all four dimensions
+        let all = [0, 1, 2, 3];
+        let image = [1, 2, 3];
+        let y = f64s(z)?
+            .flip(&image)?
+            .quadrant_solve(&f64s(&k2)?.flip(&all)?)?
+            .flip(&image)?;
+        y.quadrant_solve(&f64s(&k1)?)?.to_dtype(z.dtype())
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {

@@ -119,6 +119,7 @@ fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>
             .collect(),
         Op::IndexSelect(x, dim, idx) => vec![Some(copy::index_select_backward(x, g, *dim, idx)?)],
         Op::Cast(x) => vec![Some(g.to_dtype(x.dtype())?)],
+        Op::ToDevice(x) => vec![Some(g.to_device(x.device())?)],
         Op::Custom(custom, xs) => {
             let grads = custom.backward(xs, out, g)?;
             if grads.len() != xs.len() {

@@ -30,6 +30,8 @@ pub(crate) enum Op {
     Cat(Vec<Tensor>, usize),
     IndexSelect(Tensor, usize, Arc<[usize]>),
     Cast(Tensor),
+    /// A copy to another device (the gradient goes back to the input's).
+    ToDevice(Tensor),
     Custom(Arc<dyn CustomOp>, Vec<Tensor>),
 }
 
@@ -46,7 +48,8 @@ impl Op {
             | Op::Flip(x, _)
             | Op::Contiguous(x)
             | Op::IndexSelect(x, _, _)
-            | Op::Cast(x) => vec![x],
+            | Op::Cast(x)
+            | Op::ToDevice(x) => vec![x],
             Op::Binary(a, b, _)
             | Op::Matmul(a, b)
             | Op::Conv2d(a, b, _)

@@ -18,6 +18,7 @@ mod simd;
 pub use simd::isa_name;
 
 use crate::autograd::op::Op;
+use crate::backend::ConvPass;
 use crate::ops::binary::check_compatible;
 use crate::{Error, PadMode, Result, Tensor};
 use geometry::conv_out_size;
@@ -257,9 +258,13 @@ impl Tensor {
 /// The recorded convolution X-space -> Y-space (zero padding in `geom`).
 fn conv_forward(x: &Tensor, w: &Tensor, geom: ConvGeom) -> Result<Tensor> {
     let (x, w) = (x.contiguous()?, w.contiguous()?);
-    let storage = x
-        .storage()
-        .conv_fwd(x.layout(), &w.storage(), w.layout(), &geom)?;
+    let storage = x.storage().conv(
+        x.layout(),
+        &w.storage(),
+        w.layout(),
+        &geom,
+        ConvPass::Forward,
+    )?;
     Ok(Tensor::from_op(
         storage,
         &[geom.n, geom.o, geom.ho, geom.wo],
@@ -271,9 +276,13 @@ fn conv_forward(x: &Tensor, w: &Tensor, geom: ConvGeom) -> Result<Tensor> {
 /// The recorded transposed convolution Y-space -> X-space.
 fn conv_transpose(y: &Tensor, w: &Tensor, geom: ConvGeom) -> Result<Tensor> {
     let (y, w) = (y.contiguous()?, w.contiguous()?);
-    let storage = y
-        .storage()
-        .conv_bwd_data(y.layout(), &w.storage(), w.layout(), &geom)?;
+    let storage = y.storage().conv(
+        y.layout(),
+        &w.storage(),
+        w.layout(),
+        &geom,
+        ConvPass::BackwardData,
+    )?;
     Ok(Tensor::from_op(
         storage,
         &[geom.n, geom.c, geom.h, geom.w],
@@ -285,9 +294,13 @@ fn conv_transpose(y: &Tensor, w: &Tensor, geom: ConvGeom) -> Result<Tensor> {
 /// The weight gradient for X-space `x` and Y-space `dy` (not recorded).
 pub(crate) fn conv_weight_grad(x: &Tensor, dy: &Tensor, geom: &ConvGeom) -> Result<Tensor> {
     let (x, dy) = (x.contiguous()?, dy.contiguous()?);
-    let storage = x
-        .storage()
-        .conv_bwd_weight(x.layout(), &dy.storage(), dy.layout(), geom)?;
+    let storage = x.storage().conv(
+        x.layout(),
+        &dy.storage(),
+        dy.layout(),
+        geom,
+        ConvPass::BackwardWeight,
+    )?;
     Ok(Tensor::from_storage(
         storage,
         &[geom.o, geom.cg(), geom.kh, geom.kw],

@@ -10,58 +10,16 @@
 //! threads, images run one after another and the convolution inside each
 //! is parallel.
 
+use super::{SeriesGeom, Stop};
 use crate::conv::cpu::{conv_bwd_data, conv_bwd_weight, conv_fwd};
 use crate::conv::{
     weight_grad_into, ConvGeom, DirectConv, ImageConv3x3, PerThread, Threads, WeightGrad,
 };
 use rayon::prelude::*;
 
-/// The shape of a series: `n` images of `(c, h, w)` and a `(c, c, k, k)` kernel.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SeriesGeom {
-    pub n: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub k: usize,
-}
-
-impl SeriesGeom {
-    fn image(&self) -> usize {
-        self.c * self.h * self.w
-    }
-
-    /// `M` (same padding, stride 1) applied to `images` images at once.
-    pub(crate) fn conv(&self, images: usize) -> ConvGeom {
-        ConvGeom {
-            n: images,
-            c: self.c,
-            h: self.h,
-            w: self.w,
-            o: self.c,
-            ho: self.h,
-            wo: self.w,
-            kh: self.k,
-            kw: self.k,
-            stride: (1, 1),
-            padding: (self.k / 2, self.k / 2),
-            dilation: (1, 1),
-            groups: 1,
-        }
-    }
-
-    /// How the images of the series share the threads.
-    fn threads(&self) -> Threads {
-        Threads::for_batch(self.n, self.image() * self.c * self.k * self.k)
-    }
-}
-
-/// When to stop the series: after `max` terms, or earlier once the largest
-/// entry of the latest term is below `tol`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Stop {
-    pub max: usize,
-    pub tol: Option<f64>,
+/// How the images of a series share the threads.
+fn threads(sg: &SeriesGeom) -> Threads {
+    Threads::for_batch(sg.n, sg.image() * sg.c * sg.k * sg.k)
 }
 
 /// `M` or its adjoint `M^T` on one image.
@@ -183,7 +141,7 @@ pub(crate) fn series_forward<T: DirectConv>(
     let image = |terms: &mut Terms<T>, b: usize, yb: &mut [T], inside: bool| {
         terms.sum_into(&x[b * img..][..img], yb, stop, inside)
     };
-    match sg.threads() {
+    match threads(sg) {
         Threads::OverImages => {
             let states = PerThread::new(&prepared);
             y.par_chunks_mut(img)
@@ -309,7 +267,7 @@ pub(crate) fn series_backward<T: DirectConv>(
         let (xb, gb) = (&x[b * img..][..img], &g[b * img..][..img]);
         state.image(sg, xb, gb, counts[b], dxb, inside);
     };
-    let dk = match sg.threads() {
+    let dk = match threads(sg) {
         Threads::OverImages => {
             let states = PerThread::new(&prepared);
             if !want_kernel {

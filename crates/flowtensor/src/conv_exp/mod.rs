@@ -22,9 +22,9 @@
 
 pub(crate) mod cpu;
 
+use crate::conv::ConvGeom;
 use crate::ops::binary::check_compatible;
 use crate::{Conv2dParams, CustomOp, Error, Result, Tensor};
-use cpu::{SeriesGeom, Stop};
 use std::sync::{Arc, OnceLock};
 
 /// How many terms of `exp(M) x = sum_i M^i x / i!` to sum after the identity.
@@ -105,6 +105,50 @@ fn unrolled(x: &Tensor, kernel: &Tensor, k: usize, n: usize) -> Result<Tensor> {
         sum = sum.add(&u)?;
     }
     Ok(sum)
+}
+
+/// The shape of a series: `n` images of `(c, h, w)` and a `(c, c, k, k)` kernel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SeriesGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+}
+
+impl SeriesGeom {
+    /// Values of one image.
+    pub(crate) fn image(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// `M` (same padding, stride 1) applied to `images` images at once.
+    pub(crate) fn conv(&self, images: usize) -> ConvGeom {
+        ConvGeom {
+            n: images,
+            c: self.c,
+            h: self.h,
+            w: self.w,
+            o: self.c,
+            ho: self.h,
+            wo: self.w,
+            kh: self.k,
+            kw: self.k,
+            stride: (1, 1),
+            padding: (self.k / 2, self.k / 2),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+}
+
+/// When to stop the series: after `max` terms, or earlier once the largest
+/// entry of the latest term is below `tol`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stop {
+    pub max: usize,
+    pub tol: Option<f64>,
 }
 
 fn check_terms(op: &'static str, terms: Terms) -> Result<Stop> {

@@ -6,26 +6,16 @@ pub(crate) mod matmul;
 
 pub use kernels::PAR_THRESHOLD;
 
+use crate::backend::{BackendStorage, ConvPass, Draw, SolveGeom};
 use crate::conv::cpu as conv_cpu;
 use crate::conv::{ConvGeom, DirectConv};
 use crate::conv_exp::cpu as conv_exp_cpu;
-use crate::conv_exp::cpu::{SeriesGeom, Stop};
+use crate::conv_exp::{SeriesGeom, Stop};
 use crate::layout::Layout;
 use crate::ops::kinds::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
-use crate::{DType, Element, Error, Result};
+use crate::{DType, Device, Element, Error, Result};
 use kernels::{map, reduce, zip3_map, zip_map};
 use num_traits::Float;
-
-/// Which of the convolution kernels to run.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum ConvKernel {
-    /// `y = conv(x, w)`.
-    Forward,
-    /// `dx = conv^T(dy, w)`.
-    BackwardData,
-    /// `dw` from `x` and `dy`.
-    BackwardWeight,
-}
 
 /// Host memory holding f32 or f64 elements.
 #[derive(Clone, Debug)]
@@ -173,27 +163,95 @@ impl CpuStorage {
             DType::F64 => CpuStorage::F64(vec![0.0; n]),
         }
     }
+}
 
-    pub(crate) fn unary(&self, l: &Layout, op: UnaryOp) -> CpuStorage {
-        each_dtype!(self, v => unary_kernel(v, l, op))
+impl BackendStorage for CpuStorage {
+    fn dtype(&self) -> DType {
+        CpuStorage::dtype(self)
     }
 
-    pub(crate) fn binary(
-        &self,
-        la: &Layout,
-        rhs: &Self,
-        lb: &Layout,
-        op: BinaryOp,
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    fn zeros(n: usize, dtype: DType, _device: Device) -> Result<Self> {
+        Ok(CpuStorage::zeros(n, dtype))
+    }
+
+    fn from_host(data: &CpuStorage, _device: Device) -> Result<Self> {
+        Ok(data.clone())
+    }
+
+    fn to_host(&self, l: &Layout) -> Result<CpuStorage> {
+        self.copy_strided(l)
+    }
+
+    fn random(
+        n: usize,
+        dtype: DType,
+        _device: Device,
+        seed: u64,
+        counter: u64,
+        draw: Draw,
     ) -> Result<Self> {
+        let values = crate::random::draw_values(seed, counter, n, draw);
+        let v = CpuStorage::F64(values);
+        v.to_dtype(&Layout::contiguous(&[n]), dtype)
+    }
+
+    fn dft(
+        &self,
+        l: &Layout,
+        cshape: &[usize],
+        dims: &[usize],
+        inverse: bool,
+        scale: f64,
+    ) -> Result<Self> {
+        let r = contiguous("dft", l)?;
+        Ok(match self {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(crate::fft::cpu_dft(&v[r], cshape, dims, inverse, scale))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(crate::fft::cpu_dft(&v[r], cshape, dims, inverse, scale))
+            }
+        })
+    }
+
+    fn quadrant_solve(
+        &self,
+        l: &Layout,
+        kernel: &Self,
+        lk: &Layout,
+        geom: SolveGeom,
+    ) -> Result<Self> {
+        const OP: &str = "quadrant_solve";
+        let (ry, rk) = (contiguous(OP, l)?, contiguous(OP, lk)?);
+        match (self, kernel) {
+            (CpuStorage::F64(y), CpuStorage::F64(k)) => Ok(CpuStorage::F64(
+                crate::triangular::solve_geom(&y[ry], &k[rk], geom),
+            )),
+            (y, k) => Err(Error::invalid(
+                OP,
+                format!("solves in f64, got {:?} and {:?}", y.dtype(), k.dtype()),
+            )),
+        }
+    }
+
+    fn unary(&self, l: &Layout, op: UnaryOp) -> Result<Self> {
+        Ok(each_dtype!(self, v => unary_kernel(v, l, op)))
+    }
+
+    fn binary(&self, la: &Layout, rhs: &Self, lb: &Layout, op: BinaryOp) -> Result<Self> {
         each_dtype_pair!("binary", self, rhs, (a, b) => binary_kernel(a, la, b, lb, op))
     }
 
-    pub(crate) fn cmp(&self, la: &Layout, rhs: &Self, lb: &Layout, op: CmpOp) -> Result<Self> {
+    fn cmp(&self, la: &Layout, rhs: &Self, lb: &Layout, op: CmpOp) -> Result<Self> {
         each_dtype_pair!("cmp", self, rhs, (a, b) => cmp_kernel(a, la, b, lb, op))
     }
 
     /// `mask != 0 ? on_true : on_false` elementwise; all three share a shape.
-    pub(crate) fn where_cond(
+    fn where_cond(
         &self,
         lm: &Layout,
         on_true: (&Self, &Layout),
@@ -225,38 +283,38 @@ impl CpuStorage {
         }
     }
 
-    pub(crate) fn reduce(&self, l: &Layout, dims: &[usize], op: ReduceOp) -> CpuStorage {
-        each_dtype!(self, v => reduce_kernel(v, l, dims, op))
+    fn reduce(&self, l: &Layout, dims: &[usize], op: ReduceOp) -> Result<Self> {
+        Ok(each_dtype!(self, v => reduce_kernel(v, l, dims, op)))
     }
 
-    pub(crate) fn matmul(&self, la: &Layout, rhs: &Self, lb: &Layout) -> Result<Self> {
+    fn matmul(&self, la: &Layout, rhs: &Self, lb: &Layout) -> Result<Self> {
         each_dtype_pair!("matmul", self, rhs, (a, b) => matmul::matmul(a, la, b, lb))
     }
 
     /// One of the three convolution kernels on contiguous operands: `self` is
     /// the first operand (x, dy or x) and `other` the second (w, w or dy).
-    pub(crate) fn conv(
+    fn conv(
         &self,
         l: &Layout,
         other: &Self,
         lo: &Layout,
         g: &ConvGeom,
-        kernel: ConvKernel,
+        pass: ConvPass,
     ) -> Result<Self> {
         let (ra, rb) = (contiguous("conv2d", l)?, contiguous("conv2d", lo)?);
         each_dtype_pair!("conv2d", self, other, (a, b) => {
             let (a, b) = (&a[ra.clone()], &b[rb.clone()]);
-            match kernel {
-                ConvKernel::Forward => conv_cpu::conv_fwd(a, b, g),
-                ConvKernel::BackwardData => conv_cpu::conv_bwd_data(a, b, g),
-                ConvKernel::BackwardWeight => conv_cpu::conv_bwd_weight(a, b, g),
+            match pass {
+                ConvPass::Forward => conv_cpu::conv_fwd(a, b, g),
+                ConvPass::BackwardData => conv_cpu::conv_bwd_data(a, b, g),
+                ConvPass::BackwardWeight => conv_cpu::conv_bwd_weight(a, b, g),
             }
         })
     }
 
     /// The convolution exponential of the images at `l` (`self`) with the
     /// kernel at `lk` (both contiguous): the sum and each image's terms.
-    pub(crate) fn conv_exp_fwd(
+    fn conv_exp_fwd(
         &self,
         l: &Layout,
         kernel: &Self,
@@ -285,8 +343,7 @@ impl CpuStorage {
     /// Gradients of [`Self::conv_exp_fwd`] for the output gradient `g`
     /// (contiguous, like the inputs): the input's, and the kernel's when
     /// `want_kernel`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn conv_exp_bwd(
+    fn conv_exp_bwd(
         &self,
         l: &Layout,
         kernel: &Self,
@@ -330,12 +387,12 @@ impl CpuStorage {
     }
 
     /// The elements of `l` as a new contiguous buffer.
-    pub(crate) fn copy_strided(&self, l: &Layout) -> CpuStorage {
-        each_dtype!(self, v => map(v, l, |x| x))
+    fn copy_strided(&self, l: &Layout) -> Result<Self> {
+        Ok(each_dtype!(self, v => map(v, l, |x| x)))
     }
 
     /// Concatenation along `dim`; all parts share this storage's dtype.
-    pub(crate) fn cat(parts: &[(&CpuStorage, &Layout)], dim: usize) -> Result<CpuStorage> {
+    fn cat(parts: &[(&CpuStorage, &Layout)], dim: usize) -> Result<CpuStorage> {
         fn typed<'a, T: Element>(
             parts: &[(&'a CpuStorage, &'a Layout)],
         ) -> Option<Vec<(&'a [T], &'a Layout)>> {
@@ -363,31 +420,25 @@ impl CpuStorage {
         })
     }
 
-    pub(crate) fn index_select(&self, l: &Layout, dim: usize, idx: &[usize]) -> CpuStorage {
-        each_dtype!(self, v => copy::index_select(v, l, dim, idx))
+    fn index_select(&self, l: &Layout, dim: usize, idx: &[usize]) -> Result<Self> {
+        Ok(each_dtype!(self, v => copy::index_select(v, l, dim, idx)))
     }
 
-    pub(crate) fn index_add(
-        &self,
-        l: &Layout,
-        dim: usize,
-        idx: &[usize],
-        size: usize,
-    ) -> CpuStorage {
-        each_dtype!(self, v => copy::index_add(v, l, dim, idx, size))
+    fn index_add(&self, l: &Layout, dim: usize, idx: &[usize], size: usize) -> Result<Self> {
+        Ok(each_dtype!(self, v => copy::index_add(v, l, dim, idx, size)))
     }
 
     /// The elements of `l` converted to `dtype`, contiguous.
-    pub(crate) fn to_dtype(&self, l: &Layout, dtype: DType) -> CpuStorage {
+    fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Self> {
         match (self, dtype) {
-            (CpuStorage::F32(v), DType::F64) => CpuStorage::F64(map(v, l, |x| x as f64)),
-            (CpuStorage::F64(v), DType::F32) => CpuStorage::F32(map(v, l, |x| x as f32)),
+            (CpuStorage::F32(v), DType::F64) => Ok(CpuStorage::F64(map(v, l, |x| x as f64))),
+            (CpuStorage::F64(v), DType::F32) => Ok(CpuStorage::F32(map(v, l, |x| x as f32))),
             _ => self.copy_strided(l),
         }
     }
 
     /// Overwrites the contiguous range `dst` with the elements of `src` at `ls`.
-    pub(crate) fn write_range(
+    fn write_range(
         &mut self,
         dst: std::ops::Range<usize>,
         src: &CpuStorage,

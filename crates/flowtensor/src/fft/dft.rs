@@ -4,7 +4,7 @@
 //! (re, im); the transformed dimensions index the other ("complex")
 //! dimensions. Every other complex dimension is a batch dimension.
 
-use crate::{CustomOp, DType, Element, Error, Result, Tensor, PAR_THRESHOLD};
+use crate::{CustomOp, Element, Error, Result, Tensor, PAR_THRESHOLD};
 use rayon::prelude::*;
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftDirection, FftNum, FftPlanner};
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 /// Element types rustfft can transform, each with a process-wide planner
 /// that caches plans (twiddles, algorithm choice) per length and direction.
-trait FftElement: Element + FftNum {
+pub(crate) trait FftElement: Element + FftNum {
     fn plan(len: usize, direction: FftDirection) -> Arc<dyn Fft<Self>>;
 }
 
@@ -61,52 +61,60 @@ impl Dft {
         }
         let cshape = &x.shape()[..x.rank() - 1];
         crate::layout::check_dims("dft", &self.dims, cshape)?;
-        match x.dtype() {
-            DType::F32 => self.run_typed::<f32>(x, cshape),
-            DType::F64 => self.run_typed::<f64>(x, cshape),
-        }
+        let x = x.contiguous()?;
+        let storage = x
+            .storage()
+            .dft(x.layout(), cshape, &self.dims, self.inverse, self.scale)?;
+        Ok(Tensor::from_storage(storage, x.shape()))
     }
+}
 
-    fn run_typed<T: FftElement>(&self, x: &Tensor, cshape: &[usize]) -> Result<Tensor> {
-        let data = x.to_vec::<T>()?;
-        let parallel = data.len() >= PAR_THRESHOLD;
-        let mut buf: Vec<Complex<T>> = if parallel {
-            data.par_chunks_exact(2)
-                .map(|c| Complex::new(c[0], c[1]))
-                .collect()
-        } else {
-            data.chunks_exact(2)
-                .map(|c| Complex::new(c[0], c[1]))
-                .collect()
-        };
-        drop(data);
-        let direction = if self.inverse {
-            FftDirection::Inverse
-        } else {
-            FftDirection::Forward
-        };
-        for &d in &self.dims {
-            let n = cshape[d];
-            if n > 1 && !buf.is_empty() {
-                let inner: usize = cshape[d + 1..].iter().product();
-                transform_lines(&mut buf, n, inner, &*T::plan(n, direction), parallel);
-            }
+/// The CPU transform: `scale * DFT` over the complex dimensions `dims` of
+/// contiguous interleaved complex data of complex shape `cshape` (see
+/// [`Dft`]), on rustfft.
+pub(crate) fn cpu_dft<T: FftElement>(
+    data: &[T],
+    cshape: &[usize],
+    dims: &[usize],
+    inverse: bool,
+    scale: f64,
+) -> Vec<T> {
+    let parallel = data.len() >= PAR_THRESHOLD;
+    let mut buf: Vec<Complex<T>> = if parallel {
+        data.par_chunks_exact(2)
+            .map(|c| Complex::new(c[0], c[1]))
+            .collect()
+    } else {
+        data.chunks_exact(2)
+            .map(|c| Complex::new(c[0], c[1]))
+            .collect()
+    };
+    let direction = if inverse {
+        FftDirection::Inverse
+    } else {
+        FftDirection::Forward
+    };
+    for &d in dims {
+        let n = cshape[d];
+        if n > 1 && !buf.is_empty() {
+            let inner: usize = cshape[d + 1..].iter().product();
+            transform_lines(&mut buf, n, inner, &*T::plan(n, direction), parallel);
         }
-        let s = <T as Element>::from_f64(self.scale);
-        let mut out = vec![T::zero(); 2 * buf.len()];
-        let write = |(o, c): (&mut [T], &Complex<T>)| {
-            o[0] = c.re * s;
-            o[1] = c.im * s;
-        };
-        if parallel {
-            out.par_chunks_exact_mut(2)
-                .zip(buf.par_iter())
-                .for_each(write);
-        } else {
-            out.chunks_exact_mut(2).zip(buf.iter()).for_each(write);
-        }
-        Tensor::from_vec(out, x.shape(), x.device())
     }
+    let s = <T as Element>::from_f64(scale);
+    let mut out = vec![T::zero(); 2 * buf.len()];
+    let write = |(o, c): (&mut [T], &Complex<T>)| {
+        o[0] = c.re * s;
+        o[1] = c.im * s;
+    };
+    if parallel {
+        out.par_chunks_exact_mut(2)
+            .zip(buf.par_iter())
+            .for_each(write);
+    } else {
+        out.chunks_exact_mut(2).zip(buf.iter()).for_each(write);
+    }
+    out
 }
 
 impl CustomOp for Dft {

@@ -29,6 +29,7 @@ mod dft;
 mod linalg;
 
 pub use complex::ComplexTensor;
+pub(crate) use dft::cpu_dft;
 
 use crate::{Error, Result, Tensor};
 use dft::Dft;

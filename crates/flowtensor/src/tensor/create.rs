@@ -16,8 +16,8 @@ impl Tensor {
                 format!("{} elements given for {n} places", data.len()),
             ));
         }
-        let t = Tensor::from_storage(Storage::Cpu(T::into_storage(data)), shape);
-        t.to_device(device)
+        let storage = Storage::from_host(T::into_storage(data), device)?;
+        Ok(Tensor::from_storage(storage, shape))
     }
 
     /// A tensor of `shape` copied from `data`.
@@ -54,9 +54,12 @@ impl Tensor {
         for i in 0..n {
             v[i * n + i] = 1.0;
         }
-        Tensor::from_vec(v, &[n, n], Device::Cpu)?
-            .to_dtype(dtype)?
-            .to_device(device)
+        match dtype {
+            DType::F32 => {
+                Tensor::from_vec(v.into_iter().map(|x| x as f32).collect(), &[n, n], device)
+            }
+            DType::F64 => Tensor::from_vec(v, &[n, n], device),
+        }
     }
 
     /// Zeros with this tensor's shape, dtype and device.
@@ -83,17 +86,15 @@ impl Tensor {
                 requested: T::DTYPE,
             });
         }
-        let storage = self.storage().copy_strided(self.layout())?;
-        let cpu = storage.as_cpu()?;
-        Ok(T::slice(cpu).map(<[T]>::to_vec).unwrap_or_default())
+        let cpu = self.storage().to_host(self.layout())?;
+        Ok(T::slice(&cpu).map(<[T]>::to_vec).unwrap_or_default())
     }
 
     /// The elements in row-major order, converted to f64.
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
-        let storage = self.storage().to_dtype(self.layout(), DType::F64)?;
-        match storage.as_cpu()? {
-            CpuStorage::F64(v) => Ok(v.clone()),
-            CpuStorage::F32(v) => Ok(v.iter().map(|&x| x as f64).collect()),
+        match self.storage().to_host(self.layout())? {
+            CpuStorage::F64(v) => Ok(v),
+            CpuStorage::F32(v) => Ok(v.into_iter().map(|x| x as f64).collect()),
         }
     }
 

@@ -174,15 +174,20 @@ impl Tensor {
         Tensor::build(self.0.storage.clone(), self.0.layout.clone(), None, true)
     }
 
-    /// Placed on `device` (a copy when it is another device).
+    /// Placed on `device`: this tensor when it is already there, else a
+    /// contiguous copy there, recorded by autodiff (the gradient is copied
+    /// back to this tensor's device).
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
         if device == self.device() {
             return Ok(self.clone());
         }
-        match device {
-            Device::Cpu => Ok(self.clone()),
-            Device::Cuda(_) => Err(crate::cuda::unavailable(device)),
-        }
+        let storage = self.storage().to_device(self.layout(), device)?;
+        Ok(Tensor::from_op(
+            storage,
+            self.shape(),
+            || Op::ToDevice(self.clone()),
+            &[self],
+        ))
     }
 }
 

@@ -1,0 +1,170 @@
+//! The storage operations every backend implements.
+//!
+//! [`BackendStorage`] is implemented by the CPU storage
+//! ([`crate::CpuStorage`]) and the CUDA storage ([`crate::CudaStorage`]),
+//! so the compiler checks that both cover every operation; [`crate::Storage`]
+//! forwards each call to the backend holding the data. The arguments are
+//! device-neutral descriptions (layouts, geometries, op kinds); results are
+//! new contiguous storages on the same device.
+//!
+//! [`BACKEND_OPS`] names every operation; the CUDA parity suite checks that
+//! each has a test.
+
+use crate::conv::ConvGeom;
+use crate::conv_exp::{SeriesGeom, Stop};
+use crate::layout::Layout;
+use crate::ops::kinds::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::{DType, Device, Result};
+
+/// Which of the three convolution kernels to run (see [`crate::Tensor::conv2d`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConvPass {
+    /// `y = conv(x, w)`: operands `(x, w)`.
+    Forward,
+    /// `dx = conv^T(dy, w)`: operands `(dy, w)`.
+    BackwardData,
+    /// `dw` from `(x, dy)`.
+    BackwardWeight,
+}
+
+/// A draw of the Philox generator: `n` values from block `counter` of the
+/// stream keyed by `seed` (see [`crate::random`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Draw {
+    /// Uniform in `[lo, hi)`.
+    Uniform { lo: f64, hi: f64 },
+    /// Normal with mean and standard deviation.
+    Normal { mean: f64, std: f64 },
+}
+
+/// The image geometry of a quadrant solve: `n` images `(c, h, w)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SolveGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+/// The names of the operations of [`BackendStorage`], in declaration order.
+pub const BACKEND_OPS: [&str; 21] = [
+    "zeros",
+    "from_host",
+    "to_host",
+    "random",
+    "unary",
+    "binary",
+    "cmp",
+    "where_cond",
+    "reduce",
+    "matmul",
+    "conv",
+    "conv_exp_fwd",
+    "conv_exp_bwd",
+    "copy_strided",
+    "cat",
+    "index_select",
+    "index_add",
+    "to_dtype",
+    "write_range",
+    "dft",
+    "quadrant_solve",
+];
+
+/// The storage operations of a backend.
+pub(crate) trait BackendStorage: Sized {
+    /// The element type held.
+    fn dtype(&self) -> DType;
+    /// The device the data is on.
+    fn device(&self) -> Device;
+    /// `n` zeros of `dtype` on `device` (one of this backend's).
+    fn zeros(n: usize, dtype: DType, device: Device) -> Result<Self>;
+    /// A copy of host data on `device`.
+    fn from_host(data: &crate::CpuStorage, device: Device) -> Result<Self>;
+    /// The elements of `l`, contiguous, in host memory.
+    fn to_host(&self, l: &Layout) -> Result<crate::CpuStorage>;
+    /// `n` values of a Philox draw (the same stream on every backend).
+    fn random(
+        n: usize,
+        dtype: DType,
+        device: Device,
+        seed: u64,
+        counter: u64,
+        draw: Draw,
+    ) -> Result<Self>;
+    fn unary(&self, l: &Layout, op: UnaryOp) -> Result<Self>;
+    /// Both layouts already have the output's (broadcast) shape.
+    fn binary(&self, la: &Layout, rhs: &Self, lb: &Layout, op: BinaryOp) -> Result<Self>;
+    fn cmp(&self, la: &Layout, rhs: &Self, lb: &Layout, op: CmpOp) -> Result<Self>;
+    /// `mask != 0 ? on_true : on_false`; all three share the output's shape.
+    fn where_cond(
+        &self,
+        lm: &Layout,
+        on_true: (&Self, &Layout),
+        on_false: (&Self, &Layout),
+    ) -> Result<Self>;
+    /// The reduction over `dims`, the reduced dimensions kept as size 1.
+    fn reduce(&self, l: &Layout, dims: &[usize], op: ReduceOp) -> Result<Self>;
+    /// Batched `a @ b`; the layouts share their (broadcast) batch shape.
+    fn matmul(&self, la: &Layout, rhs: &Self, lb: &Layout) -> Result<Self>;
+    /// One of the convolution kernels on contiguous operands.
+    fn conv(
+        &self,
+        l: &Layout,
+        other: &Self,
+        lo: &Layout,
+        g: &ConvGeom,
+        pass: ConvPass,
+    ) -> Result<Self>;
+    /// The convolution exponential's series, per image; returns the terms used.
+    fn conv_exp_fwd(
+        &self,
+        l: &Layout,
+        kernel: &Self,
+        lk: &Layout,
+        sg: &SeriesGeom,
+        stop: Stop,
+    ) -> Result<(Self, Vec<usize>)>;
+    /// The series' gradients (input, and kernel when `want_kernel`).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_exp_bwd(
+        &self,
+        l: &Layout,
+        kernel: &Self,
+        lk: &Layout,
+        g: &Self,
+        lg: &Layout,
+        sg: &SeriesGeom,
+        counts: &[usize],
+        want_kernel: bool,
+    ) -> Result<(Self, Option<Self>)>;
+    /// The elements of `l` as a new contiguous buffer.
+    fn copy_strided(&self, l: &Layout) -> Result<Self>;
+    /// Concatenation along `dim` (the parts agree elsewhere).
+    fn cat(parts: &[(&Self, &Layout)], dim: usize) -> Result<Self>;
+    fn index_select(&self, l: &Layout, dim: usize, idx: &[usize]) -> Result<Self>;
+    /// The adjoint of `index_select`: `size` slots along `dim`.
+    fn index_add(&self, l: &Layout, dim: usize, idx: &[usize], size: usize) -> Result<Self>;
+    fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Self>;
+    /// Overwrites the contiguous range `dst` with the elements of `src` at `ls`.
+    fn write_range(&mut self, dst: std::ops::Range<usize>, src: &Self, ls: &Layout) -> Result<()>;
+    /// `scale * DFT` over the complex dimensions `dims` of complex data of
+    /// complex shape `cshape` (interleaved, contiguous at `l`).
+    fn dft(
+        &self,
+        l: &Layout,
+        cshape: &[usize],
+        dims: &[usize],
+        inverse: bool,
+        scale: f64,
+    ) -> Result<Self>;
+    /// Solves `y = conv(x, K)` for `x` with an upper-left-quadrant 3x3
+    /// kernel (`self` is `y`, contiguous f64).
+    fn quadrant_solve(
+        &self,
+        l: &Layout,
+        kernel: &Self,
+        lk: &Layout,
+        geom: SolveGeom,
+    ) -> Result<Self>;
+}
