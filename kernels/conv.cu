@@ -4,9 +4,11 @@
 //   y[n, o, p, q] = sum_{c in group(o), i, j} w[o, c', i, j] x[n, c, p sh - ph + i dh, q sw - pw + j dw]
 //
 // - conv_fwd: one thread per output element (any geometry);
-// - conv_fwd_3x3: stride 1, padding 1, 3x3 kernels: a block computes a
-//   16 x 16 tile of one output channel, staging the input tile and its halo
-//   in shared memory channel by channel;
+// - conv_fwd_3x3: stride 1, padding 1, 3x3 kernels: a block of T x T
+//   threads (T = blockDim.x, 8 or 16: the host picks 8 for images of at most
+//   8 x 8, so small images do not leave most threads idle) computes a T x T
+//   tile of one output channel, staging the input tile and its halo in
+//   shared memory channel by channel;
 // - conv_bwd_data: the adjoint, one thread per input element, gathering the
 //   outputs it contributed to (no atomics);
 // - conv_bwd_weight: one block per weight element, its threads sharing the
@@ -52,13 +54,14 @@ extern "C" __global__ void conv_fwd_f64(const double* x, const double* w, double
 
 #define C3_TILE 16
 
-// grid: (ceil(wo / 16), ceil(ho / 16), n * o); block: (16, 16).
+// grid: (ceil(wo / T), ceil(ho / T), n * o); block: (T, T), T <= C3_TILE.
 template <typename T>
 __device__ __forceinline__ void conv_fwd_3x3_impl(const T* x, const T* w, T* y, ConvParams g,
                                                   T (*tile)[C3_TILE + 2]) {
     int tx = threadIdx.x, ty = threadIdx.y;
-    i64 q = (i64)blockIdx.x * C3_TILE + tx;
-    i64 p = (i64)blockIdx.y * C3_TILE + ty;
+    int side = blockDim.x;
+    i64 q = (i64)blockIdx.x * side + tx;
+    i64 p = (i64)blockIdx.y * side + ty;
     i64 cg = g.c / g.groups, og = g.o / g.groups;
     for (i64 no = blockIdx.z; no < g.n * g.o; no += gridDim.z) {
         i64 n = no / g.o, o = no % g.o;
@@ -66,10 +69,10 @@ __device__ __forceinline__ void conv_fwd_3x3_impl(const T* x, const T* w, T* y, 
         T acc = T(0);
         for (i64 cc = 0; cc < cg; ++cc) {
             const T* xc = x + ((n * g.c + c0 + cc) * g.h) * g.w;
-            // the (16 + 2)^2 input tile with its halo, loaded by the block's 256 threads
-            for (int s = ty * C3_TILE + tx; s < (C3_TILE + 2) * (C3_TILE + 2); s += C3_TILE * C3_TILE) {
-                int r = s / (C3_TILE + 2), col = s % (C3_TILE + 2);
-                i64 ih = (i64)blockIdx.y * C3_TILE + r - 1, iw = (i64)blockIdx.x * C3_TILE + col - 1;
+            // the (T + 2)^2 input tile with its halo, loaded by the block's T^2 threads
+            for (int s = ty * side + tx; s < (side + 2) * (side + 2); s += side * side) {
+                int r = s / (side + 2), col = s % (side + 2);
+                i64 ih = (i64)blockIdx.y * side + r - 1, iw = (i64)blockIdx.x * side + col - 1;
                 tile[r][col] = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) ? xc[ih * g.w + iw] : T(0);
             }
             __syncthreads();

@@ -60,9 +60,14 @@ mod emulation {
         build
             .cpp(true)
             .std("c++20")
+            // the emulated kernels are the tests' inner loops: optimised in every profile
+            .opt_level(2)
+            .debug(false)
             .include(&emu)
             .include(kernels)
             .flag_if_supported("-pthread")
+            // the fibers switch stacks with _longjmp, which fortified builds reject
+            .flag_if_supported("-U_FORTIFY_SOURCE")
             .flag_if_supported("-Wno-unused-parameter")
             .flag_if_supported("-Wno-unused-function")
             .flag_if_supported("-Wno-unused-variable")

@@ -11,6 +11,7 @@
 
 #include "emu_runtime.h"
 
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <barrier>
@@ -71,14 +72,21 @@ class Barrier {
 
 // ---------------------------------------------------------------------------
 // Fibers: the threads of one block on one OS thread.
+//
+// A fiber is made once (makecontext, entered the first time with
+// swapcontext) and lives on: its entry loops forever, running the kernel for
+// whichever block the scheduler hands it, so every later switch is a plain
+// _setjmp/_longjmp between the scheduler and the fiber (no system call).
 
 namespace {
 
 constexpr std::size_t kFiberStack = 256 * 1024;
 
 struct Fiber {
-    ucontext_t context;
+    ucontext_t start;
+    jmp_buf context;
     std::unique_ptr<char[]> stack;
+    bool started = false;
     dim3 thread_idx;
     unsigned int lane = 0;
     bool done = false;
@@ -94,7 +102,7 @@ struct Group {
 };
 
 struct Scheduler {
-    ucontext_t main;
+    jmp_buf main;
     std::vector<Fiber> fibers;
     unsigned int current = 0;
     Group block;
@@ -111,6 +119,14 @@ void release(Group& g) {
     ++g.generation;
 }
 
+// Back to the scheduler; returns when the scheduler resumes this fiber.
+void yield_to_scheduler() {
+    Scheduler& s = *scheduler;
+    if (_setjmp(s.fibers[s.current].context) == 0) {
+        _longjmp(s.main, 1);
+    }
+}
+
 // The current fiber waits at `g` (kind 1 block, 2 warp) until all its live members arrive.
 void fiber_wait(Group& g, int kind) {
     Scheduler& s = *scheduler;
@@ -121,30 +137,52 @@ void fiber_wait(Group& g, int kind) {
     }
     f.waiting = kind;
     f.wait_generation = g.generation;
-    swapcontext(&f.context, &s.main);
+    yield_to_scheduler();
 }
 
 void fiber_entry() {
-    Scheduler& s = *scheduler;
-    (*s.kernel)(s.params);
-    Fiber& f = s.fibers[s.current];
-    f.done = true;
-    // a finished thread no longer counts at the barriers
-    for (Group* g : {&s.block, &s.warps[s.current / 32]}) {
-        --g->live;
-        if (g->arrived > 0 && g->arrived == g->live) {
-            release(*g);
+    for (;;) {
+        Scheduler& s = *scheduler;
+        (*s.kernel)(s.params);
+        Fiber& f = s.fibers[s.current];
+        f.done = true;
+        // a finished thread no longer counts at the barriers
+        for (Group* g : {&s.block, &s.warps[s.current / 32]}) {
+            --g->live;
+            if (g->arrived > 0 && g->arrived == g->live) {
+                release(*g);
+            }
+        }
+        yield_to_scheduler();
+    }
+}
+
+// Switches from the scheduler into fiber `t` until it yields.
+void enter(Scheduler& s, unsigned int t) {
+    Fiber& f = s.fibers[t];
+    if (_setjmp(s.main) == 0) {
+        if (!f.started) {
+            f.started = true;
+            ucontext_t from;
+            getcontext(&f.start);
+            f.start.uc_stack.ss_sp = f.stack.get();
+            f.start.uc_stack.ss_size = kFiberStack;
+            f.start.uc_link = nullptr;
+            makecontext(&f.start, fiber_entry, 0);
+            swapcontext(&from, &f.start);
+        } else {
+            _longjmp(f.context, 1);
         }
     }
-    swapcontext(&f.context, &s.main);
 }
 
 // Runs the launch's blocks one after another, each block's threads as fibers.
 void run_fibers(const Kernel& kernel, void** params, dim3 grid, dim3 block) {
     static thread_local Scheduler s;
     unsigned int threads = block.x * block.y * block.z;
-    if (s.fibers.size() < threads) {
-        s.fibers.resize(threads);
+    while (s.fibers.size() < threads) {
+        s.fibers.emplace_back();
+        s.fibers.back().stack.reset(new char[kFiberStack]);
     }
     s.warps.assign((threads + 31) / 32, Group{});
     s.warp_slots.assign((threads + 31) / 32, std::vector<unsigned long long>(32, 0));
@@ -160,14 +198,6 @@ void run_fibers(const Kernel& kernel, void** params, dim3 grid, dim3 block) {
         }
         for (unsigned int t = 0; t < threads; ++t) {
             Fiber& f = s.fibers[t];
-            if (!f.stack) {
-                f.stack.reset(new char[kFiberStack]);
-            }
-            getcontext(&f.context);
-            f.context.uc_stack.ss_sp = f.stack.get();
-            f.context.uc_stack.ss_size = kFiberStack;
-            f.context.uc_link = &s.main;
-            makecontext(&f.context, fiber_entry, 0);
             f.thread_idx = dim3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
             f.lane = t % 32;
             f.done = false;
@@ -195,7 +225,7 @@ void run_fibers(const Kernel& kernel, void** params, dim3 grid, dim3 block) {
                 tls.block = nullptr;
                 tls.warp = nullptr;
                 tls.warp_slots = s.warp_slots[t / 32].data();
-                swapcontext(&s.main, &f.context);
+                enter(s, t);
                 progress = true;
                 if (f.done) {
                     ++finished;

@@ -48,5 +48,7 @@ pub fn images_tensor(
             }
         }
     }
-    Tensor::from_vec(values, &[indices.len(), c, h, w], device)?.to_dtype(dtype)
+    Tensor::from_vec(values, &[indices.len(), c, h, w], Device::Cpu)?
+        .to_dtype(dtype)?
+        .to_device(device)
 }

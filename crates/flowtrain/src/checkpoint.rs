@@ -168,12 +168,16 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// The tensor `name`, checked against the shape and dtype of `like`.
+    /// The tensor `name`, checked against the shape and dtype of `like`
+    /// (buffers, which hold flags and indices, may come in the other dtype:
+    /// older versions kept some in the model's), on `like`'s device.
     pub fn tensor_like(&self, path: &Path, name: &str, like: &Tensor) -> Result<Tensor> {
         let t = self
             .tensors
             .get(name)
             .ok_or_else(|| TrainError::checkpoint(path, format!("missing tensor {name}")))?;
+        let cast = name.starts_with("buffer.") && t.shape() == like.shape();
+        let t = if cast { &t.to_dtype(like.dtype())? } else { t };
         if t.shape() != like.shape() || t.dtype() != like.dtype() {
             return Err(TrainError::checkpoint(
                 path,

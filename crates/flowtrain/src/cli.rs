@@ -5,10 +5,10 @@ use crate::config::{CouplingType, Mixing, ModelType, TrainConfig, PRESETS};
 use crate::data::download;
 use crate::error::{Result, TrainError};
 use crate::report::write_grid;
-use crate::sampling::{load_run, sample_images};
+use crate::sampling::{load_run_on, sample_images};
 use crate::train::Trainer;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use flowtensor::Generator;
+use flowtensor::{Device, Generator};
 use std::path::PathBuf;
 
 /// Flags of `train`. Every value flag replaces the same key of the preset
@@ -38,6 +38,9 @@ pub struct TrainArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub memory: MemoryArgs,
+    /// Where to train: cpu, cuda or cuda:N (with --resume, moves the run).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Data directory (MNIST IDX files, CIFAR-10 batches).
     #[arg(long = "data")]
     pub data_dir: Option<PathBuf>,
@@ -132,6 +135,7 @@ impl TrainArgs {
                 .map(|p| toml::Value::String(p.display().to_string())),
         );
         set("dataset", string(&self.dataset));
+        set("device", string(&self.device));
         set("mixing", string(&self.mixing));
         set("model_type", string(&self.model_type));
         set("coupling", string(&self.coupling));
@@ -210,6 +214,9 @@ impl TrainArgs {
         if let Some(c) = &self.coupling {
             c.parse::<CouplingType>().map_err(bad)?;
         }
+        if let Some(d) = &self.device {
+            d.parse::<Device>().map_err(bad)?;
+        }
         let mut config = TrainConfig::preset(&self.preset)?;
         if let Some(path) = &self.config {
             config = config.merge_toml_file(path)?;
@@ -227,6 +234,10 @@ pub struct MemoryArgs {
     /// default 90% of the available memory (see `flowtrain::limits`).
     #[arg(long, value_parser = parse_memory_limit)]
     pub memory_limit: Option<u64>,
+}
+
+fn parse_device(text: &str) -> std::result::Result<Device, String> {
+    text.parse()
 }
 
 fn parse_memory_limit(text: &str) -> std::result::Result<u64, String> {
@@ -259,6 +270,9 @@ pub struct SampleArgs {
     /// The PNG to write (default `RUN/sample_t{T}_s{SEED}.png`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Where to sample (default: the run's device).
+    #[arg(long, value_parser = parse_device)]
+    pub device: Option<Device>,
     #[command(flatten)]
     pub memory: MemoryArgs,
 }
@@ -272,6 +286,9 @@ pub struct EvalArgs {
     /// Test images evaluated (all when absent; at least 1).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Where to evaluate (default: the run's device).
+    #[arg(long, value_parser = parse_device)]
+    pub device: Option<Device>,
     #[command(flatten)]
     pub memory: MemoryArgs,
 }
@@ -481,7 +498,13 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         return print_dry_run(&config);
     }
     let mut trainer = if args.resume {
-        Trainer::resume(&args.out_dir(), args.steps)?
+        let device = args
+            .device
+            .as_deref()
+            .map(str::parse::<Device>)
+            .transpose()
+            .map_err(TrainError::Config)?;
+        Trainer::resume_on(&args.out_dir(), args.steps, device)?
     } else {
         Trainer::new(args.resolve()?, &args.out_dir())?
     };
@@ -546,7 +569,7 @@ pub fn run(command: &Command) -> Result<()> {
         Command::Sample(args) => {
             args.memory.apply();
             check_sample_args(args)?;
-            let (config, model) = load_run(&args.run)?;
+            let (config, model) = load_run_on(&args.run, args.device)?;
             crate::limits::check_memory(
                 &format!("{} samples", args.n),
                 crate::limits::sample_bytes(&config, model.shape, args.n),
@@ -577,7 +600,7 @@ pub fn run(command: &Command) -> Result<()> {
             if let Some(limit) = args.limit {
                 crate::limits::in_range("--limit", limit, 1, usize::MAX)?;
             }
-            let mut trainer = Trainer::for_evaluation(&args.run)?;
+            let mut trainer = Trainer::for_evaluation_on(&args.run, args.device)?;
             if args.limit.is_some() {
                 trainer.config.eval_limit = args.limit;
             }

@@ -7,6 +7,7 @@
 
 use crate::error::{Result, TrainError};
 use crate::optim::{OptimizerKind, Schedule};
+use flowtensor::Device;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -160,10 +161,29 @@ impl std::str::FromStr for ModelType {
     }
 }
 
+/// (De)serialises a [`Device`] as `cpu` / `cuda:N`.
+mod device_name {
+    use flowtensor::Device;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Device, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&d.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Device, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Everything a run depends on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// Where the model trains: `cpu` or `cuda:N`.
+    #[serde(default, with = "device_name")]
+    pub device: Device,
     // data
     pub dataset: DatasetKind,
     /// The data directory (MNIST, CIFAR-10).
@@ -239,6 +259,7 @@ impl Default for TrainConfig {
     /// preset; about 15 s on two cores).
     fn default() -> Self {
         TrainConfig {
+            device: Device::Cpu,
             dataset: DatasetKind::Shapes16,
             data_dir: None,
             n_bits: 8,

@@ -85,7 +85,8 @@ pub fn checkpoint(bytes: &[u8]) -> Result<()> {
     if !small(&config, shape) {
         return Ok(());
     }
-    let (_, model) = sampling::model_from_checkpoint(&ckpt, path)?;
+    // on the CPU whatever device the checkpoint names
+    let (_, model) = sampling::model_from_checkpoint(&ckpt, path, Some(Device::Cpu))?;
     let mut optimizer = Optimizer::new(config.optimizer, model.parameters())?;
     optimizer.load_state(progress.optimizer_updates, |name, like| {
         ckpt.tensor_like(path, &format!("optim.{name}"), like)

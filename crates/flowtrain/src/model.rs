@@ -138,6 +138,8 @@ pub struct Model {
     /// Per-image `(C, H, W)`.
     pub shape: [usize; 3],
     pub n_bits: u32,
+    /// Where the parameters live.
+    pub device: Device,
 }
 
 impl Model {
@@ -176,6 +178,7 @@ impl Model {
             dequantizer,
             shape,
             n_bits: config.n_bits,
+            device,
         })
     }
 

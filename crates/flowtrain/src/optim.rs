@@ -104,14 +104,22 @@ impl Optimizer {
     }
 
     /// The global L2 norm of the gradients (parameters without one count as zero).
+    /// Summed on the parameters' device (in f64), read back once.
     pub fn grad_norm(&self) -> Result<f64> {
-        let mut total = 0.0;
+        let mut total: Option<Tensor> = None;
         for (_, p) in &self.params {
             if let Some(g) = p.grad() {
-                total += g.square()?.sum_all()?.to_scalar()?;
+                let part = g.square()?.sum_all()?.to_dtype(flowtensor::DType::F64)?;
+                total = Some(match total {
+                    Some(t) => t.add(&part)?,
+                    None => part,
+                });
             }
         }
-        Ok(total.sqrt())
+        Ok(match total {
+            Some(t) => t.to_scalar()?.sqrt(),
+            None => 0.0,
+        })
     }
 
     /// One update with learning rate `lr` from the current gradients, each

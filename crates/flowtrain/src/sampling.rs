@@ -8,7 +8,7 @@ use crate::error::{Result, TrainError};
 use crate::model::{Model, DTYPE};
 use crate::report::write_grid;
 use crate::train::{saved_config, CHECKPOINT, TEMPERATURES};
-use flowtensor::{no_grad, Device, Generator, Tensor};
+use flowtensor::{no_grad, Generator, Tensor};
 use std::path::{Path, PathBuf};
 
 /// The grey of a sample cell whose values were not finite.
@@ -57,8 +57,8 @@ pub fn interpolate(model: &Model, a: &[u8], b: &[u8], steps: usize) -> Result<Ve
     let [c, h, w] = model.shape;
     let shift = 8 - model.n_bits;
     let values: Vec<f32> = a.iter().chain(b).map(|&v| f32::from(v >> shift)).collect();
-    let x = Tensor::from_vec(values, &[2, c, h, w], Device::Cpu)?;
-    let y = model.to_continuous(&x, &Tensor::full(0.5, x.shape(), DTYPE, Device::Cpu)?)?;
+    let x = Tensor::from_vec(values, &[2, c, h, w], model.device)?;
+    let y = model.to_continuous(&x, &Tensor::full(0.5, x.shape(), DTYPE, model.device)?)?;
     let decoded = no_grad(|| -> flowtensor::Result<Tensor> {
         let (z, _) = model.distribution.flow.forward(&y)?;
         let (z0, z1) = (z.narrow(0, 0, 1)?, z.narrow(0, 1, 1)?);
@@ -107,6 +107,14 @@ pub fn write_outputs(
 /// read), with the Polyak averages in place of the parameters when the run
 /// kept them; a warning is printed when the checkpoint came from other code.
 pub fn load_run(run_dir: &Path) -> Result<(TrainConfig, Model)> {
+    load_run_on(run_dir, None)
+}
+
+/// [`load_run`] with the model on `device` when given (else the run's).
+pub fn load_run_on(
+    run_dir: &Path,
+    device: Option<flowtensor::Device>,
+) -> Result<(TrainConfig, Model)> {
     let path = run_dir.join(CHECKPOINT);
     let ckpt = checkpoint::load(&path)?;
     if let Some(warning) =
@@ -114,7 +122,7 @@ pub fn load_run(run_dir: &Path) -> Result<(TrainConfig, Model)> {
     {
         eprintln!("{warning}");
     }
-    model_from_checkpoint(&ckpt, &path)
+    model_from_checkpoint(&ckpt, &path, device)
 }
 
 /// The per-image shape a checkpoint's metadata records (so that sampling needs no data).
@@ -132,8 +140,18 @@ pub fn saved_image_shape(ckpt: &Checkpoint, path: &Path) -> Result<[usize; 3]> {
 /// The configuration and model of a loaded checkpoint (errors name `path`):
 /// every saved value is checked as a new run's would be, and the memory
 /// estimate against the limit, before the model is built.
-pub fn model_from_checkpoint(ckpt: &Checkpoint, path: &Path) -> Result<(TrainConfig, Model)> {
-    let config = saved_config(ckpt, path)?;
+pub fn model_from_checkpoint(
+    ckpt: &Checkpoint,
+    path: &Path,
+    device: Option<flowtensor::Device>,
+) -> Result<(TrainConfig, Model)> {
+    let mut config = saved_config(ckpt, path)?;
+    if let Some(device) = device {
+        config.device = device;
+    }
+    if let flowtensor::Device::Cuda(n) = config.device {
+        flowtensor::cuda::probe(n)?;
+    }
     let shape = saved_image_shape(ckpt, path)?;
     let invalid = |e: TrainError| TrainError::checkpoint(path, e.to_string());
     config.check().map_err(invalid)?;
@@ -143,7 +161,7 @@ pub fn model_from_checkpoint(ckpt: &Checkpoint, path: &Path) -> Result<(TrainCon
         crate::limits::sample_bytes(&config, shape, 1),
     )
     .map_err(invalid)?;
-    let model = Model::new(&config, shape, Device::Cpu, &mut Generator::new(0))?;
+    let model = Model::new(&config, shape, config.device, &mut Generator::new(0))?;
     ckpt.load_model(&model, path)?;
     if config.polyak.is_some() {
         for (name, p) in model.parameters() {

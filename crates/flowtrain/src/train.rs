@@ -254,6 +254,11 @@ impl Trainer {
     /// the run was stopped between its checkpoint and the evaluation due at
     /// the same step, that evaluation is made first.
     pub fn resume(run_dir: &Path, steps: Option<u64>) -> Result<Self> {
+        Self::resume_on(run_dir, steps, None)
+    }
+
+    /// [`Trainer::resume`], moved to `device` when given.
+    pub fn resume_on(run_dir: &Path, steps: Option<u64>, device: Option<Device>) -> Result<Self> {
         let path = run_dir.join(CHECKPOINT);
         if !path.is_file() {
             return Err(TrainError::Config(format!(
@@ -262,7 +267,7 @@ impl Trainer {
             )));
         }
         let lock = RunLock::acquire(run_dir)?;
-        let mut trainer = Self::open(run_dir, steps, true)?;
+        let mut trainer = Self::open(run_dir, steps, device, true)?;
         trainer._lock = Some(lock);
         if let Some(warning) = crate::provenance::other_code_warning(
             trainer.saved_code.as_deref(),
@@ -281,7 +286,12 @@ impl Trainer {
     /// The run saved in `run_dir` as it stands, for evaluation: the folder is
     /// not locked (a run may still be writing it) and nothing in it changes.
     pub fn for_evaluation(run_dir: &Path) -> Result<Self> {
-        let trainer = Self::open(run_dir, None, false)?;
+        Self::for_evaluation_on(run_dir, None)
+    }
+
+    /// [`Trainer::for_evaluation`] on `device` when given.
+    pub fn for_evaluation_on(run_dir: &Path, device: Option<Device>) -> Result<Self> {
+        let trainer = Self::open(run_dir, None, device, false)?;
         if let Some(warning) = crate::provenance::other_code_warning(
             trainer.saved_code.as_deref(),
             &run_dir.join(CHECKPOINT),
@@ -293,13 +303,21 @@ impl Trainer {
 
     /// The run saved in `run_dir`; a `writer` also drops the lines of
     /// `metrics.jsonl` past the checkpoint.
-    fn open(run_dir: &Path, steps: Option<u64>, writer: bool) -> Result<Self> {
+    fn open(
+        run_dir: &Path,
+        steps: Option<u64>,
+        device: Option<Device>,
+        writer: bool,
+    ) -> Result<Self> {
         let path = run_dir.join(CHECKPOINT);
         let ckpt = checkpoint::load(&path)?;
         let mut config = saved_config(&ckpt, &path)?;
         if let Some(steps) = steps {
             config.steps = steps;
             config.epochs = None;
+        }
+        if let Some(device) = device {
+            config.device = device;
         }
         let mut trainer = Self::build(config, run_dir)?;
         trainer.restore(&ckpt, &path, writer)?;
@@ -314,6 +332,9 @@ impl Trainer {
     /// images, the step count and the memory estimate.
     pub fn validate(config: &TrainConfig) -> Result<(Splits, u64, limits::MemoryEstimate)> {
         config.check()?;
+        if let Device::Cuda(n) = config.device {
+            flowtensor::cuda::probe(n)?;
+        }
         let data = load_data(config)?;
         limits::check_model_shape(config, data.train.shape)?;
         let total = limits::total_steps(config, data.train.len())?;
@@ -327,7 +348,7 @@ impl Trainer {
     fn build(config: TrainConfig, run_dir: &Path) -> Result<Self> {
         let (data, total, _) = Self::validate(&config)?;
         let mut init = Generator::new(config.seed ^ INIT_SALT << 56);
-        let model = Model::new(&config, data.train.shape, Device::Cpu, &mut init)?;
+        let model = Model::new(&config, data.train.shape, config.device, &mut init)?;
         let params = model.parameters();
         let polyak = config.polyak.map(|d| Polyak::new(d, &params)).transpose()?;
         let optimizer = Optimizer::new(config.optimizer, params)?;
@@ -391,7 +412,7 @@ impl Trainer {
             config.n_bits,
             flips.as_deref(),
             DTYPE,
-            Device::Cpu,
+            config.device,
         )?;
         self.model.set_training(true);
         let ll = self.model.elbo(&x, &mut self.noise)?;
@@ -439,11 +460,12 @@ impl Trainer {
             self.config.n_bits,
             None,
             DTYPE,
-            Device::Cpu,
+            self.config.device,
         )?;
-        let y = self
-            .model
-            .to_continuous(&x, &Tensor::full(0.5, x.shape(), DTYPE, Device::Cpu)?)?;
+        let y = self.model.to_continuous(
+            &x,
+            &Tensor::full(0.5, x.shape(), DTYPE, self.config.device)?,
+        )?;
         self.model.set_training(true);
         no_grad(|| self.model.distribution.log_prob(&y).map(|_| ()))?;
         Ok(())
@@ -555,7 +577,14 @@ impl Trainer {
             let (mut elbo, mut iw) = (0.0, 0.0);
             let indices: Vec<usize> = (0..count).collect();
             for chunk in indices.chunks(self.config.eval_batch_size) {
-                let x = images_tensor(test, chunk, self.config.n_bits, None, DTYPE, Device::Cpu)?;
+                let x = images_tensor(
+                    test,
+                    chunk,
+                    self.config.n_bits,
+                    None,
+                    DTYPE,
+                    self.config.device,
+                )?;
                 elbo += no_grad(|| self.model.elbo(&x, &mut gen))?
                     .to_dtype(flowtensor::DType::F64)?
                     .sum_all()?

@@ -244,6 +244,7 @@ fn a_run_writes_its_outputs() {
         seed: 3,
         out: Some(out.clone()),
         memory: Default::default(),
+        device: None,
     }))
     .unwrap();
     assert!(out.is_file());
@@ -251,6 +252,7 @@ fn a_run_writes_its_outputs() {
         run: dir.path().to_path_buf(),
         limit: Some(8),
         memory: Default::default(),
+        device: None,
     }))
     .unwrap();
 }

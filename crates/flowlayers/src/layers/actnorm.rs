@@ -20,8 +20,9 @@ const EPS: f64 = 1e-6;
 /// the batch (`std(x) <= 1e-6`, e.g. all-black images) carries no scale to
 /// normalise by: its scale starts at 1 (`s = 0`) rather than at `1e6`, which
 /// would blow up the first varying input. Whether the initialisation
-/// happened is the buffer `initialized`, saved with the parameters, so a
-/// loaded model is never initialised again.
+/// happened is the buffer `initialized` (an f64 scalar in host memory, so
+/// reading it costs no device synchronisation), saved with the parameters,
+/// so a loaded model is never initialised again.
 pub struct ActNorm {
     channels: usize,
     bias: Tensor,
@@ -42,7 +43,8 @@ impl ActNorm {
             channels,
             bias: parameter(Tensor::zeros(&shape, dtype, device)?)?,
             log_scale: parameter(Tensor::zeros(&shape, dtype, device)?)?,
-            initialized: Tensor::zeros(&[], dtype, device)?,
+            // on the host whatever the device: read every forward without a device sync
+            initialized: Tensor::zeros(&[], flowtensor::DType::F64, flowtensor::Device::Cpu)?,
             training: AtomicBool::new(true),
         })
     }

@@ -399,11 +399,9 @@ impl Sylvester {
             // in training, the first call takes the conditioner's power steps
             // for new weights and the others reuse them (one step per weight value)
             let next = r.sub(&self.autoregressive(&y, self.is_training())?.0)?;
-            let change = next
-                .sub(&y)?
-                .to_vec_f64()?
-                .iter()
-                .fold(0.0f64, |m, v| m.max(v.abs()));
+            // max |change| as a device reduction, read back as one value
+            let all: Vec<usize> = (0..next.rank()).collect();
+            let change = next.sub(&y)?.abs()?.max(&all, false)?.to_scalar()?;
             y = next;
             if change.is_nan() {
                 break;

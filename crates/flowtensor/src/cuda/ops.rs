@@ -370,17 +370,21 @@ impl BackendStorage for CudaStorage {
         let args = vec![Arg::In(&a), Arg::In(&b), Arg::Out(&mut y), Arg::Conv(p)];
         let name = |base: &str| format!("{base}_{}", suffix(dtype));
         let launch = match pass {
-            ConvPass::Forward if is_3x3_same(g) => Launch {
-                module: "conv",
-                name: name("conv_fwd_3x3"),
-                grid: [
-                    g.wo.div_ceil(16) as u32,
-                    g.ho.div_ceil(16) as u32,
-                    (g.n * g.o).clamp(1, 65_535) as u32,
-                ],
-                block: [16, 16, 1],
-                args,
-            },
+            ConvPass::Forward if is_3x3_same(g) => {
+                // tiles of 8 for small images, else 16 (C3_TILE)
+                let side = if g.ho.max(g.wo) <= 8 { 8 } else { 16 };
+                Launch {
+                    module: "conv",
+                    name: name("conv_fwd_3x3"),
+                    grid: [
+                        g.wo.div_ceil(side) as u32,
+                        g.ho.div_ceil(side) as u32,
+                        (g.n * g.o).clamp(1, 65_535) as u32,
+                    ],
+                    block: [side as u32, side as u32, 1],
+                    args,
+                }
+            }
             ConvPass::Forward => launch_1d("conv", "conv_fwd", dtype, n, args),
             ConvPass::BackwardData => launch_1d("conv", "conv_bwd_data", dtype, n, args),
             ConvPass::BackwardWeight => {
