@@ -6,9 +6,13 @@
 //! `glow_net_fwd|glow_net_bwd/C{c}_O{o}_K{k}_H{h}`: the same for the
 //! convolutions (with bias) of the `glow-mnist-ref` coupling networks and
 //! split priors, batch 64 (`benches/peers/glow_net.py` is the PyTorch twin).
+//!
+//! `FLOWS_BENCH_DEVICE=cuda:0` runs them on the CUDA backend (each timed
+//! iteration ends with a device synchronisation).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use flows::flowtensor::{Conv2dParams, DType, Device, Generator, Tensor};
+use flows::{bench_sync, on_bench_device};
 use std::hint::black_box;
 
 // The training binaries' allocator (see `flowtrain::allocator`).
@@ -20,7 +24,8 @@ fn inputs(n: usize, c: usize, h: usize) -> (Tensor, Tensor) {
     let mut gen = Generator::new(0);
     let x = gen.randn(&[n, c, h, h], DType::F32, Device::Cpu).unwrap();
     let w = gen.randn(&[c, c, 3, 3], DType::F32, Device::Cpu).unwrap();
-    (x, w.div_scalar((c * 9) as f64).unwrap())
+    let w = w.div_scalar((c * 9) as f64).unwrap();
+    (on_bench_device(x), on_bench_device(w))
 }
 
 fn conv2d(crit: &mut Criterion) {
@@ -30,7 +35,10 @@ fn conv2d(crit: &mut Criterion) {
     for (n, c, h) in CASES {
         let (x, w) = inputs(n, c, h);
         fwd.bench_function(format!("B{n}_C{c}_H{h}"), |b| {
-            b.iter(|| black_box(x.conv2d(&w, None, &same).unwrap()))
+            b.iter(|| {
+                black_box(x.conv2d(&w, None, &same).unwrap());
+                bench_sync()
+            })
         });
     }
     fwd.finish();
@@ -47,7 +55,8 @@ fn conv2d(crit: &mut Criterion) {
                     .unwrap()
                     .sum_all()
                     .unwrap();
-                black_box(loss.backward_grads().unwrap())
+                black_box(loss.backward_grads().unwrap());
+                bench_sync()
             })
         });
     }
@@ -78,16 +87,19 @@ fn glow_net(crit: &mut Criterion) {
         let b = gen.randn(&[o], DType::F32, Device::Cpu).unwrap();
         cases.push((
             format!("C{c}_O{o}_K{k}_H{h}"),
-            x,
-            w,
-            b,
+            on_bench_device(x),
+            on_bench_device(w),
+            on_bench_device(b),
             Conv2dParams::same(k),
         ));
     }
     let mut fwd = crit.benchmark_group("glow_net_fwd");
     for (name, x, w, b, params) in &cases {
         fwd.bench_function(name, |bench| {
-            bench.iter(|| black_box(x.conv2d(w, Some(b), params).unwrap()))
+            bench.iter(|| {
+                black_box(x.conv2d(w, Some(b), params).unwrap());
+                bench_sync()
+            })
         });
     }
     fwd.finish();
@@ -98,7 +110,8 @@ fn glow_net(crit: &mut Criterion) {
             bench.iter(|| {
                 let y = x.conv2d(&w, Some(&b), params).unwrap();
                 let loss = y.square().unwrap().sum_all().unwrap();
-                black_box(loss.backward_grads().unwrap())
+                black_box(loss.backward_grads().unwrap());
+                bench_sync()
             })
         });
     }

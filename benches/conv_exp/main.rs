@@ -12,6 +12,9 @@
 //! `convexp_accuracy.csv` and `convexp_accuracy.svg` ([`plot`]) next to
 //! criterion's reports (`target/criterion/`), with the timings of
 //! `convexp_terms` (empty where that group was filtered out and never ran).
+//!
+//! `FLOWS_BENCH_DEVICE=cuda:0` runs the groups on the CUDA backend (each
+//! timed iteration ends with a device synchronisation).
 
 mod accuracy;
 mod plot;
@@ -19,6 +22,7 @@ mod plot;
 use criterion::Criterion;
 use flows::flowtensor::conv_exp::{conv_exp, Terms};
 use flows::flowtensor::{DType, Device, Generator, Tensor};
+use flows::{bench_sync, on_bench_device};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,7 +36,8 @@ fn inputs(n: usize, c: usize, h: usize) -> (Tensor, Tensor) {
     let mut gen = Generator::new(0);
     let x = gen.randn(&[n, c, h, h], DType::F32, Device::Cpu).unwrap();
     let k = gen.randn(&[c, c, 3, 3], DType::F32, Device::Cpu).unwrap();
-    (x, k.div_scalar((c * 9) as f64).unwrap())
+    let k = k.div_scalar((c * 9) as f64).unwrap();
+    (on_bench_device(x), on_bench_device(k))
 }
 
 fn forward(x: &Tensor, k: &Tensor, terms: usize) -> Tensor {
@@ -45,7 +50,10 @@ fn convexp(crit: &mut Criterion) {
         let (x, k) = inputs(n, c, h);
         for t in [6, 10] {
             fwd.bench_function(format!("B{n}_C{c}_H{h}_T{t}"), |b| {
-                b.iter(|| black_box(forward(&x, &k, t)))
+                b.iter(|| {
+                    black_box(forward(&x, &k, t));
+                    bench_sync()
+                })
             });
         }
     }
@@ -57,7 +65,8 @@ fn convexp(crit: &mut Criterion) {
     fwdbwd.bench_function("B64_C12_H16_T6", |b| {
         b.iter(|| {
             let loss = forward(&x, &k, 6).square().unwrap().sum_all().unwrap();
-            black_box(loss.backward_grads().unwrap())
+            black_box(loss.backward_grads().unwrap());
+            bench_sync()
         })
     });
     fwdbwd.finish();
@@ -76,8 +85,12 @@ fn convexp(crit: &mut Criterion) {
     terms.finish();
 }
 
-/// criterion's output folder: `$CARGO_TARGET_DIR/criterion`, else `target/criterion`.
+/// criterion's output folder: `$CRITERION_HOME`, else
+/// `$CARGO_TARGET_DIR/criterion`, else `target/criterion`.
 fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
     PathBuf::from(target).join("criterion")
 }

@@ -1,9 +1,11 @@
 """PyTorch twin of flowtrain's `glow-mnist-ref` preset, for timing and bpd comparison.
 
     /tmp/torchenv/bin/python benches/peers/glow_mnist_ref.py ../shared/data/mnist --steps 300
+    python glow_mnist_ref.py mnist --steps 200 --device cuda      # on a GPU (cargo xtask gpu-check)
 
-Same architecture and optimisation as the preset (see README, "glow-mnist-ref"), f32 on the CPU.
-Prints the test bpd every 100 steps and the seconds per training step.
+Same architecture and optimisation as the preset (see README, "glow-mnist-ref"), f32 on the CPU
+(or --device). Prints the test bpd every --eval-every steps and the seconds per training step
+(each step ends with a device synchronisation).
 """
 import argparse, gzip, math, os, struct, time
 import numpy as np
@@ -105,7 +107,10 @@ class Glow(nn.Module):
 
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument("data"); ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--seed", type=int, default=0); a = ap.parse_args()
+    ap.add_argument("--seed", type=int, default=0); ap.add_argument("--device", default="cpu")
+    ap.add_argument("--eval-every", type=int, default=100); a = ap.parse_args()
+    torch.set_default_device(a.device)
+    sync = torch.cuda.synchronize if torch.device(a.device).type == "cuda" else (lambda: None)
     torch.manual_seed(a.seed); np.random.seed(a.seed); torch.set_num_threads(os.cpu_count())
     f = lambda n: os.path.join(a.data, n)
     train = torch.tensor(idx(f("train-images-idx3-ubyte.gz")), dtype=torch.float32).unsqueeze(1)
@@ -125,8 +130,9 @@ def main():
         for g in opt.param_groups:
             g["lr"] = 1e-3 * min(1.0, step / 100)
         opt.zero_grad(); loss.backward(); nn.utils.clip_grad_norm_(model.parameters(), 50.0); opt.step()
+        sync()
         spent += time.perf_counter() - t0
-        if step % 100 == 0 or step == a.steps:
+        if step % a.eval_every == 0 or step == a.steps:
             with torch.no_grad():
                 ll = sum(model.log_prob((b + torch.rand_like(b)) / 256 - 0.5).sum().item() for b in test.split(500))
             bpd = -(ll / len(test) - D * math.log(256)) / (D * math.log(2))

@@ -3,6 +3,13 @@
 //! - `cargo xtask ci`: formatting check, clippy with warnings denied, and the test suite.
 //! - `cargo xtask bench [NAME] [-- CRITERION ARGS]`: the criterion benches.
 //! - `cargo xtask train|sweep|summarize|sample|eval|data ...`: training runs (see `flowtrain::cli`).
+//! - `cargo xtask cuda-check`: every CUDA kernel compiled by NVRTC and assembled by ptxas
+//!   (registers, shared memory, spills).
+//! - `cargo xtask gpu-check`: a self-contained folder that checks and times the CUDA backend on a
+//!   machine with a GPU but no Rust toolchain.
+
+mod cuda_check;
+mod gpu_check;
 
 use clap::{Parser, Subcommand};
 
@@ -46,9 +53,13 @@ enum Task {
     Eval(flowtrain::cli::EvalArgs),
     /// Downloads a dataset (mnist, cifar10) and verifies its checksums.
     Data(flowtrain::cli::DataArgs),
+    /// Compiles every CUDA kernel with NVRTC and reports ptxas's registers and spills.
+    CudaCheck(cuda_check::CudaCheckArgs),
+    /// Builds the GPU check folder: release parity tests, benches, a script and PyTorch twins.
+    GpuCheck(gpu_check::GpuCheckArgs),
 }
 
-fn cargo(args: &[&str]) -> Result<(), String> {
+pub(crate) fn cargo(args: &[&str]) -> Result<(), String> {
     eprintln!("+ cargo {}", args.join(" "));
     let status = Command::new(env!("CARGO"))
         .args(args)
@@ -95,6 +106,8 @@ fn run(task: Task) -> Result<(), String> {
         Task::Sample(args) => flow(flowtrain::cli::Command::Sample(args)),
         Task::Eval(args) => flow(flowtrain::cli::Command::Eval(args)),
         Task::Data(args) => flow(flowtrain::cli::Command::Data(args)),
+        Task::CudaCheck(args) => cuda_check::run(&args),
+        Task::GpuCheck(args) => gpu_check::run(&args),
     }
 }
 

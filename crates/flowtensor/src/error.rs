@@ -42,7 +42,7 @@ pub enum Error {
         rhs: Device,
     },
     /// A device that cannot be used on this machine or in this build.
-    #[error("device {device:?} is not available: {reason}")]
+    #[error("device {device} is unavailable: {reason}")]
     DeviceUnavailable { device: Device, reason: String },
     /// Any other invalid argument (out-of-range index, bad padding, ...).
     #[error("{op}: {detail}")]

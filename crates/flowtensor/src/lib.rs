@@ -3,7 +3,8 @@
 //! - [`Tensor`]: shared storage plus a [`Layout`] (shape, strides, offset);
 //!   views (reshape, permute, narrow, broadcast, flip) share storage.
 //! - Devices: [`Device::Cpu`] (rayon + matrixmultiply) and [`Device::Cuda`]
-//!   (dispatched from the start; this build reports it unavailable).
+//!   (the hand-written kernels of `kernels/*.cu` through cudarc and NVRTC,
+//!   or their CPU emulation with the `cuda-emu` feature; see [`cuda`]).
 //! - Autodiff: ops record a graph when an input requires grad;
 //!   [`Tensor::backward`] accumulates leaf gradients; [`no_grad`] turns
 //!   recording off; [`CustomOp`] adds ops with their own backward.

@@ -509,12 +509,18 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         Trainer::new(args.resolve()?, &args.out_dir())?
     };
     trainer.progress = !args.quiet;
+    let device = match trainer.config.device {
+        Device::Cpu => format!("the CPU, {} thread(s)", rayon::current_num_threads()),
+        Device::Cuda(n) => format!(
+            "cuda:{n} ({})",
+            flowtensor::cuda::probe(n).unwrap_or_else(|e| e.to_string())
+        ),
+    };
     eprintln!(
-        "training {} steps ({} done) in {} on {} thread(s)",
+        "training {} steps ({} done) in {} on {device}",
         trainer.total_steps(),
         trainer.step(),
         args.out_dir().display(),
-        rayon::current_num_threads()
     );
     let report = trainer.run()?;
     let summary = &report.summary;

@@ -301,7 +301,7 @@ impl Default for TrainConfig {
 }
 
 /// The names [`TrainConfig::preset`] knows.
-pub const PRESETS: [&str; 4] = ["default", "quick", "glow-mnist-ref", "glow-mnist-stable"];
+pub const PRESETS: [&str; 3] = ["default", "quick", "glow-mnist-ref"];
 
 impl TrainConfig {
     /// A preset by name:
@@ -312,9 +312,7 @@ impl TrainConfig {
     ///   steps of a smaller Glow, for a check that everything runs;
     /// - `glow-mnist-ref`, the reference configuration: MNIST, L = 2, K = 4,
     ///   64 hidden channels, Adam at 1e-3 with 100 warmup steps, clipping at
-    ///   50, batch 64, 1500 steps;
-    /// - `glow-mnist-stable`: `glow-mnist-ref` with the usual remedies for
-    ///   loss spikes, a longer warmup (500 steps) and clipping at 5.
+    ///   50, batch 64, 1500 steps.
     pub fn preset(name: &str) -> Result<TrainConfig> {
         let glow_mnist_ref = TrainConfig {
             dataset: DatasetKind::Mnist,
@@ -337,11 +335,6 @@ impl TrainConfig {
             }),
             "quick" => Ok(TrainConfig::default()),
             "glow-mnist-ref" => Ok(glow_mnist_ref),
-            "glow-mnist-stable" => Ok(TrainConfig {
-                warmup_steps: 500,
-                max_grad_norm: Some(5.0),
-                ..glow_mnist_ref
-            }),
             other => Err(TrainError::Config(format!(
                 "unknown preset {other:?} (one of {PRESETS:?})"
             ))),

@@ -213,6 +213,15 @@ fn evaluations_until(path: &Path, step: u64, rewrite: bool) -> Result<Vec<Evalua
     Ok(kept)
 }
 
+/// Fails at once, naming the device and the reason, when `device` cannot be
+/// used on this machine (no CUDA driver, no such GPU, a build without CUDA).
+fn probe_device(device: Device) -> Result<()> {
+    if let Device::Cuda(n) = device {
+        flowtensor::cuda::probe(n)?;
+    }
+    Ok(())
+}
+
 impl Trainer {
     /// A fresh run of `config` in `run_dir` (created, locked; it must not
     /// hold a checkpoint). A relative `data_dir` is made absolute.
@@ -227,6 +236,7 @@ impl Trainer {
         };
         // nothing is created for a run that cannot start
         config.check()?;
+        probe_device(config.device)?;
         if let Some(e) = exists() {
             return Err(e);
         }
@@ -332,9 +342,7 @@ impl Trainer {
     /// images, the step count and the memory estimate.
     pub fn validate(config: &TrainConfig) -> Result<(Splits, u64, limits::MemoryEstimate)> {
         config.check()?;
-        if let Device::Cuda(n) = config.device {
-            flowtensor::cuda::probe(n)?;
-        }
+        probe_device(config.device)?;
         let data = load_data(config)?;
         limits::check_model_shape(config, data.train.shape)?;
         let total = limits::total_steps(config, data.train.len())?;

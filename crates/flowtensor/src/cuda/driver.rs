@@ -66,6 +66,10 @@ impl Gpu {
         })
     }
 
+    pub fn synchronize(&self) -> Result<(), String> {
+        self.stream.synchronize().map_err(text)
+    }
+
     pub fn name(&self) -> String {
         self.ctx.name().unwrap_or_else(|_| "CUDA GPU".into())
     }

@@ -228,6 +228,21 @@ pub fn probe(ordinal: usize) -> Result<String> {
     Ok(device(Device::Cuda(ordinal))?.describe())
 }
 
+/// Waits until every operation queued on `device` has finished (a no-op on
+/// the host and on the emulation, which run synchronously): timings of
+/// device work end with it.
+pub fn synchronize(device: Device) -> Result<()> {
+    if device == Device::Cpu {
+        return Ok(());
+    }
+    let d = self::device(device)?;
+    match &d.kind {
+        Kind::Gpu(gpu) => gpu.synchronize().map_err(|e| d.fail("synchronize", e)),
+        #[cfg(feature = "cuda-emu")]
+        Kind::Emu => Ok(()),
+    }
+}
+
 /// Whether `Device::Cuda(ordinal)` is the CPU emulation.
 pub fn is_emulated(ordinal: usize) -> bool {
     #[cfg(feature = "cuda-emu")]
@@ -245,8 +260,7 @@ impl CudaStorage {
     }
 
     pub(crate) fn run(&self, launch: Launch<'_>) -> Result<()> {
-        let device = self.device.clone();
-        device.launch(launch)
+        self.device.launch(launch)
     }
 }
 

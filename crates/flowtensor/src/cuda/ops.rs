@@ -465,74 +465,11 @@ impl BackendStorage for CudaStorage {
     }
 
     fn index_select(&self, l: &Layout, dim: usize, idx: &[usize]) -> Result<Self> {
-        const OP: &str = "index_select";
-        let mut shape = l.shape().to_vec();
-        shape[dim] = idx.len();
-        let n: usize = shape.iter().product();
-        let mut y = self.output(n, self.dtype)?;
-        if n == 0 {
-            return Ok(y);
-        }
-        let idx: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
-        let out_strides = crate::contiguous_strides(&shape);
-        let launch = launch_1d(
-            "copy",
-            "index_select",
-            self.dtype,
-            n,
-            vec![
-                Arg::In(self),
-                Arg::Layout(FtLayout::unmerged(
-                    OP,
-                    l.offset() as i64,
-                    l.shape(),
-                    l.strides(),
-                )?),
-                Arg::Indices(&idx),
-                Arg::I32(dim as i32),
-                Arg::Out(&mut y),
-                Arg::Layout(FtLayout::unmerged(OP, 0, &shape, &out_strides)?),
-                Arg::I64(n as i64),
-            ],
-        );
-        self.run(launch)?;
-        Ok(y)
+        self.index_kernel("index_select", l, dim, idx, idx.len())
     }
 
     fn index_add(&self, l: &Layout, dim: usize, idx: &[usize], size: usize) -> Result<Self> {
-        const OP: &str = "index_add";
-        let mut shape = l.shape().to_vec();
-        shape[dim] = size;
-        let n: usize = shape.iter().product();
-        let mut y = self.output(n, self.dtype)?;
-        if n == 0 {
-            return Ok(y);
-        }
-        let idx: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
-        let out_strides = crate::contiguous_strides(&shape);
-        let launch = launch_1d(
-            "copy",
-            "index_add",
-            self.dtype,
-            n,
-            vec![
-                Arg::In(self),
-                Arg::Layout(FtLayout::unmerged(
-                    OP,
-                    l.offset() as i64,
-                    l.shape(),
-                    l.strides(),
-                )?),
-                Arg::Indices(&idx),
-                Arg::I64(idx.len() as i64),
-                Arg::I32(dim as i32),
-                Arg::Out(&mut y),
-                Arg::Layout(FtLayout::unmerged(OP, 0, &shape, &out_strides)?),
-                Arg::I64(n as i64),
-            ],
-        );
-        self.run(launch)?;
-        Ok(y)
+        self.index_kernel("index_add", l, dim, idx, size)
     }
 
     fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Self> {
@@ -771,4 +708,43 @@ fn is_3x3_same(g: &ConvGeom) -> bool {
         && g.padding == (1, 1)
         && g.dilation == (1, 1)
         && (g.ho, g.wo) == (g.h, g.w)
+}
+
+impl CudaStorage {
+    /// `index_select` (gather rows `idx` along `dim`) and its adjoint
+    /// `index_add` (sum rows into `size` slots; the kernel gathers, for each
+    /// output, the inputs whose index names it, so it needs no atomics).
+    /// The output's `dim` has `out_len` entries.
+    fn index_kernel(
+        &self,
+        op: &'static str,
+        l: &Layout,
+        dim: usize,
+        idx: &[usize],
+        out_len: usize,
+    ) -> Result<Self> {
+        let mut shape = l.shape().to_vec();
+        shape[dim] = out_len;
+        let n: usize = shape.iter().product();
+        let mut y = self.output(n, self.dtype)?;
+        if n == 0 {
+            return Ok(y);
+        }
+        let idx: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+        let out_strides = crate::contiguous_strides(&shape);
+        let input = FtLayout::unmerged(op, l.offset() as i64, l.shape(), l.strides())?;
+        let output = FtLayout::unmerged(op, 0, &shape, &out_strides)?;
+        let mut args = vec![Arg::In(self), Arg::Layout(input), Arg::Indices(&idx)];
+        if op == "index_add" {
+            args.push(Arg::I64(idx.len() as i64));
+        }
+        args.extend([
+            Arg::I32(dim as i32),
+            Arg::Out(&mut y),
+            Arg::Layout(output),
+            Arg::I64(n as i64),
+        ]);
+        self.run(launch_1d("copy", op, self.dtype, n, args))?;
+        Ok(y)
+    }
 }
