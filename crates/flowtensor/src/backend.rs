@@ -47,7 +47,7 @@ pub(crate) struct SolveGeom {
 }
 
 /// The names of the operations of [`BackendStorage`], in declaration order.
-pub const BACKEND_OPS: [&str; 21] = [
+pub const BACKEND_OPS: [&str; 25] = [
     "zeros",
     "from_host",
     "to_host",
@@ -69,6 +69,10 @@ pub const BACKEND_OPS: [&str; 21] = [
     "write_range",
     "dft",
     "quadrant_solve",
+    "cumsum",
+    "gather",
+    "scatter_add",
+    "searchsorted",
 ];
 
 /// The storage operations of a backend.
@@ -158,6 +162,24 @@ pub(crate) trait BackendStorage: Sized {
         inverse: bool,
         scale: f64,
     ) -> Result<Self>;
+    /// Running sums along `dim` (contiguous output of `l`'s shape).
+    fn cumsum(&self, l: &Layout, dim: usize) -> Result<Self>;
+    /// `y[.., j, ..] = x[.., index[.., j, ..], ..]` along `dim`; `index`
+    /// (whole numbers in range, the data's dtype) has the output's shape.
+    fn gather(&self, l: &Layout, index: &Self, li: &Layout, dim: usize) -> Result<Self>;
+    /// The adjoint of `gather` (`self` is the gradient, of the index's
+    /// shape): `size` entries along `dim`.
+    fn scatter_add(
+        &self,
+        l: &Layout,
+        index: &Self,
+        li: &Layout,
+        dim: usize,
+        size: usize,
+    ) -> Result<Self>;
+    /// Insertion positions of `values` `(rows, m)` in the ascending rows of
+    /// `self` `(rows, k)`, as whole numbers in the data's dtype.
+    fn searchsorted(&self, l: &Layout, values: &Self, lv: &Layout, right: bool) -> Result<Self>;
     /// Solves `y = conv(x, K)` for `x` with an upper-left-quadrant 3x3
     /// kernel (`self` is `y`, contiguous f64).
     fn quadrant_solve(

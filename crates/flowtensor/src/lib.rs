@@ -39,6 +39,7 @@ pub use device::Device;
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use layout::{broadcast_shape, contiguous_strides, Layout};
+pub use ops::gather::Indices;
 pub use ops::kinds;
 pub use ops::PadMode;
 pub use random::{Generator, GeneratorState};

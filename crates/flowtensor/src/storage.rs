@@ -271,6 +271,61 @@ impl Storage {
         Ok(on_backend!(self, s => s.index_add(l, dim, idx, size)?))
     }
 
+    pub(crate) fn cumsum(&self, l: &Layout, dim: usize) -> Result<Storage> {
+        Ok(on_backend!(self, s => s.cumsum(l, dim)?))
+    }
+
+    pub(crate) fn gather(
+        &self,
+        l: &Layout,
+        index: &Storage,
+        li: &Layout,
+        dim: usize,
+    ) -> Result<Storage> {
+        match (self, index) {
+            (Storage::Cpu(x), Storage::Cpu(i)) => Ok(Storage::Cpu(x.gather(l, i, li, dim)?)),
+            (Storage::Cuda(x), Storage::Cuda(i)) => Ok(Storage::Cuda(x.gather(l, i, li, dim)?)),
+            (a, b) => Err(mismatch("take_along_dim", a, b)),
+        }
+    }
+
+    pub(crate) fn scatter_add(
+        &self,
+        l: &Layout,
+        index: &Storage,
+        li: &Layout,
+        dim: usize,
+        size: usize,
+    ) -> Result<Storage> {
+        match (self, index) {
+            (Storage::Cpu(g), Storage::Cpu(i)) => {
+                Ok(Storage::Cpu(g.scatter_add(l, i, li, dim, size)?))
+            }
+            (Storage::Cuda(g), Storage::Cuda(i)) => {
+                Ok(Storage::Cuda(g.scatter_add(l, i, li, dim, size)?))
+            }
+            (a, b) => Err(mismatch("take_along_dim backward", a, b)),
+        }
+    }
+
+    pub(crate) fn searchsorted(
+        &self,
+        l: &Layout,
+        values: &Storage,
+        lv: &Layout,
+        right: bool,
+    ) -> Result<Storage> {
+        match (self, values) {
+            (Storage::Cpu(s), Storage::Cpu(v)) => {
+                Ok(Storage::Cpu(s.searchsorted(l, v, lv, right)?))
+            }
+            (Storage::Cuda(s), Storage::Cuda(v)) => {
+                Ok(Storage::Cuda(s.searchsorted(l, v, lv, right)?))
+            }
+            (a, b) => Err(mismatch("searchsorted", a, b)),
+        }
+    }
+
     pub(crate) fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Storage> {
         Ok(on_backend!(self, s => s.to_dtype(l, dtype)?))
     }

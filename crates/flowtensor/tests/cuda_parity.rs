@@ -17,7 +17,8 @@
 use flowtensor::conv_exp::{conv_exp, Terms};
 use flowtensor::fft::{irfft2, rfft2};
 use flowtensor::{
-    Conv2dParams, ConvTranspose2dParams, DType, Device, Generator, PadMode, Tensor, BACKEND_OPS,
+    Conv2dParams, ConvTranspose2dParams, DType, Device, Generator, Indices, PadMode, Tensor,
+    BACKEND_OPS,
 };
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -447,6 +448,50 @@ fn concatenation_padding_gathers_and_casts() {
             t[0].transpose(0, 2)?.to_dtype(other)
         });
         gradient_parity(d, vec![a.clone()], 1, "cast", |t| t[0].to_dtype(other));
+    }
+}
+
+#[test]
+fn scans_gathers_and_sorted_searches() {
+    let Some(d) = cuda() else { return };
+    covers(&["cumsum", "gather", "scatter_add", "searchsorted"]);
+    for dt in DTYPES {
+        let x = randn(&[3, 5, 4], dt, 90);
+        for dim in 0..3 {
+            parity(d, vec![x.clone()], 5, "cumsum", |t| t[0].cumsum(dim));
+            gradient_parity(d, vec![x.clone()], 5, "cumsum", |t| {
+                t[0].transpose(0, 2)?.cumsum(dim)
+            });
+        }
+        // positions along dim 1 (repeats, so the backward sums into a slot)
+        let pos: Vec<usize> = (0..3 * 7 * 4).map(|i| (i * 7 + i / 5) % 5).collect();
+        let take = |t: &[Tensor]| {
+            let idx = Indices::new(&pos, &[3, 7, 4], t[0].dtype(), t[0].device())?;
+            t[0].take_along_dim(&idx, 1)
+        };
+        parity(d, vec![x.clone()], 1, "take_along_dim", take);
+        gradient_parity(d, vec![x.clone()], 7, "take_along_dim", take);
+        // ascending rows with ties, values on, between and outside the knots, and NaN
+        let knots = randn(&[6, 9], dt, 91)
+            .abs()
+            .unwrap()
+            .clamp(0.0, 1.0)
+            .unwrap()
+            .cumsum(1)
+            .unwrap();
+        let mut values = randn(&[6, 11], dt, 92).mul_scalar(3.0).unwrap();
+        let on_knots = knots.narrow(1, 2, 3).unwrap();
+        let nan = Tensor::full(f64::NAN, &[6, 1], dt, Device::Cpu).unwrap();
+        values = Tensor::cat(&[&values, &on_knots, &nan], 1).unwrap();
+        for right in [false, true] {
+            parity(
+                d,
+                vec![knots.clone(), values.clone()],
+                1,
+                "searchsorted",
+                |t| Ok(t[0].searchsorted(&t[1], right)?.tensor().clone()),
+            );
+        }
     }
 }
 

@@ -239,6 +239,37 @@ fn pad() {
 }
 
 #[test]
+fn cumsum() {
+    for dim in 0..3 {
+        check(|xs| xs[0].cumsum(dim), &[randn(&[2, 3, 4], 60)]);
+        check(|xs| strided(&xs[0])?.cumsum(dim), &[randn(&[2, 3, 4], 61)]);
+    }
+}
+
+#[test]
+fn take_along_dim() {
+    use flowtensor::Indices;
+    // repeated and skipped positions, along every dim, on a permuted view too
+    for dim in 0..3 {
+        let mut shape = vec![2, 3, 4];
+        let len = shape[dim];
+        shape[dim] = 5;
+        let n: usize = shape.iter().product();
+        let pos: Vec<usize> = (0..n).map(|i| (i * 3 + 1) % len).collect();
+        let idx = Indices::new(&pos, &shape, DType::F64, Device::Cpu).unwrap();
+        check(
+            |xs| xs[0].take_along_dim(&idx, dim),
+            &[randn(&[2, 3, 4], 62)],
+        );
+    }
+    let idx = Indices::new(&[3, 0, 3, 1, 2, 2], &[1, 2, 3], DType::F64, Device::Cpu).unwrap();
+    check(
+        |xs| strided(&xs[0])?.take_along_dim(&idx, 0),
+        &[randn(&[2, 3, 4], 63)],
+    );
+}
+
+#[test]
 fn index_select() {
     check(
         |xs| xs[0].index_select(1, &[2, 0, 0, 3]),

@@ -3,7 +3,7 @@
 
 use super::op::Op;
 use crate::conv;
-use crate::ops::{binary, copy, matmul, reduce, unary, view};
+use crate::ops::{binary, copy, gather, matmul, reduce, unary, view};
 use crate::{no_grad, Error, Result, Tensor, TensorId};
 use std::collections::{HashMap, HashSet};
 
@@ -118,6 +118,10 @@ fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>
             .map(Some)
             .collect(),
         Op::IndexSelect(x, dim, idx) => vec![Some(copy::index_select_backward(x, g, *dim, idx)?)],
+        Op::Cumsum(_, dim) => vec![Some(gather::cumsum_backward(g, *dim)?)],
+        Op::TakeAlongDim(x, index, dim) => {
+            vec![Some(gather::take_along_dim_backward(x, g, index, *dim)?)]
+        }
         Op::Cast(x) => vec![Some(g.to_dtype(x.dtype())?)],
         Op::ToDevice(x) => vec![Some(g.to_device(x.device())?)],
         Op::Custom(custom, xs) => {

@@ -2,7 +2,7 @@
 
 use crate::conv::ConvGeom;
 use crate::ops::kinds::{BinaryOp, ReduceOp, UnaryOp};
-use crate::{CustomOp, Tensor};
+use crate::{CustomOp, Indices, Tensor};
 use std::sync::Arc;
 
 /// How a tensor was computed from its inputs; each variant has one backward
@@ -29,6 +29,10 @@ pub(crate) enum Op {
     Contiguous(Tensor),
     Cat(Vec<Tensor>, usize),
     IndexSelect(Tensor, usize, Arc<[usize]>),
+    /// Running sums along a dim.
+    Cumsum(Tensor, usize),
+    /// input, positions, dim.
+    TakeAlongDim(Tensor, Indices, usize),
     Cast(Tensor),
     /// A copy to another device (the gradient goes back to the input's).
     ToDevice(Tensor),
@@ -48,6 +52,8 @@ impl Op {
             | Op::Flip(x, _)
             | Op::Contiguous(x)
             | Op::IndexSelect(x, _, _)
+            | Op::Cumsum(x, _)
+            | Op::TakeAlongDim(x, _, _)
             | Op::Cast(x)
             | Op::ToDevice(x) => vec![x],
             Op::Binary(a, b, _)

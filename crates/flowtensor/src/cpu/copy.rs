@@ -1,5 +1,6 @@
 //! Copying kernels: concatenation, index selection and its adjoint.
 
+use super::gather::split_at_dim;
 use super::kernels::map;
 use crate::layout::Layout;
 use crate::Element;
@@ -28,15 +29,6 @@ pub fn cat<T: Element>(parts: &[(&[T], &Layout)], dim: usize) -> Vec<T> {
         }
     }
     out
-}
-
-/// Splits a shape at `dim` into (outer, size of dim, inner) element counts.
-fn split_at_dim(shape: &[usize], dim: usize) -> (usize, usize, usize) {
-    (
-        shape[..dim].iter().product(),
-        shape[dim],
-        shape[dim + 1..].iter().product(),
-    )
 }
 
 /// `out[.., j, ..] = src[.., idx[j], ..]` along `dim`.

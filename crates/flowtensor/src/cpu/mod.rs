@@ -1,9 +1,11 @@
 //! The CPU backend: host vectors and the kernels that run on them.
 
 pub(crate) mod copy;
+mod gather;
 mod kernels;
 pub(crate) mod matmul;
 
+pub(crate) use gather::split_at_dim;
 pub use kernels::PAR_THRESHOLD;
 
 use crate::backend::{BackendStorage, ConvPass, Draw, SolveGeom};
@@ -426,6 +428,33 @@ impl BackendStorage for CpuStorage {
 
     fn index_add(&self, l: &Layout, dim: usize, idx: &[usize], size: usize) -> Result<Self> {
         Ok(each_dtype!(self, v => copy::index_add(v, l, dim, idx, size)))
+    }
+
+    fn cumsum(&self, l: &Layout, dim: usize) -> Result<Self> {
+        Ok(each_dtype!(self, v => gather::cumsum(v, l, dim)))
+    }
+
+    fn gather(&self, l: &Layout, index: &Self, li: &Layout, dim: usize) -> Result<Self> {
+        each_dtype_pair!("take_along_dim", self, index, (x, i) => gather::gather(x, l, i, li, dim))
+    }
+
+    fn scatter_add(
+        &self,
+        l: &Layout,
+        index: &Self,
+        li: &Layout,
+        dim: usize,
+        size: usize,
+    ) -> Result<Self> {
+        each_dtype_pair!("take_along_dim backward", self, index, (g, i) => {
+            gather::scatter_add(g, l, i, li, dim, size)
+        })
+    }
+
+    fn searchsorted(&self, l: &Layout, values: &Self, lv: &Layout, right: bool) -> Result<Self> {
+        each_dtype_pair!("searchsorted", self, values, (s, v) => {
+            gather::searchsorted(s, l, v, lv, right)
+        })
     }
 
     /// The elements of `l` converted to `dtype`, contiguous.

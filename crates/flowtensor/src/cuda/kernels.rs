@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub(crate) const COMMON: &str = include_str!("../../../../kernels/common.cuh");
 
 /// Every kernel module: its name and source.
-pub const MODULES: [(&str, &str); 9] = [
+pub const MODULES: [(&str, &str); 10] = [
     (
         "elementwise",
         include_str!("../../../../kernels/elementwise.cu"),
@@ -23,6 +23,7 @@ pub const MODULES: [(&str, &str); 9] = [
     ("random", include_str!("../../../../kernels/random.cu")),
     ("fft", include_str!("../../../../kernels/fft.cu")),
     ("solve", include_str!("../../../../kernels/solve.cu")),
+    ("gather", include_str!("../../../../kernels/gather.cu")),
 ];
 
 /// The full source NVRTC compiles for `module`.

@@ -7,6 +7,7 @@ use super::{check_operands, device, suffix, CudaStorage};
 use crate::backend::{BackendStorage, ConvPass, Draw, SolveGeom};
 use crate::conv::ConvGeom;
 use crate::conv_exp::{SeriesGeom, Stop};
+use crate::cpu::split_at_dim;
 use crate::cpu::CpuStorage;
 use crate::layout::Layout;
 use crate::ops::kinds::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
@@ -470,6 +471,130 @@ impl BackendStorage for CudaStorage {
 
     fn index_add(&self, l: &Layout, dim: usize, idx: &[usize], size: usize) -> Result<Self> {
         self.index_kernel("index_add", l, dim, idx, size)
+    }
+
+    fn cumsum(&self, l: &Layout, dim: usize) -> Result<Self> {
+        const OP: &str = "cumsum";
+        let n = l.elem_count();
+        let mut y = self.output(n, self.dtype)?;
+        if n == 0 {
+            return Ok(y);
+        }
+        let (outer, len, inner) = split_at_dim(l.shape(), dim);
+        let launch = launch_1d(
+            "gather",
+            "cumsum",
+            self.dtype,
+            outer * inner,
+            vec![
+                Arg::In(self),
+                Arg::Layout(FtLayout::of(OP, l)?),
+                Arg::Out(&mut y),
+                Arg::I64(outer as i64),
+                Arg::I64(len as i64),
+                Arg::I64(inner as i64),
+            ],
+        );
+        self.run(launch)?;
+        Ok(y)
+    }
+
+    fn gather(&self, l: &Layout, index: &Self, li: &Layout, dim: usize) -> Result<Self> {
+        const OP: &str = "take_along_dim";
+        check_operands(OP, &[self, index])?;
+        let n = li.elem_count();
+        let mut y = self.output(n, self.dtype)?;
+        if n == 0 {
+            return Ok(y);
+        }
+        let (outer, len, inner) = split_at_dim(l.shape(), dim);
+        let launch = launch_1d(
+            "gather",
+            "gather",
+            self.dtype,
+            n,
+            vec![
+                Arg::In(self),
+                Arg::Layout(FtLayout::of(OP, l)?),
+                Arg::In(index),
+                Arg::Layout(FtLayout::of(OP, li)?),
+                Arg::Out(&mut y),
+                Arg::I64(outer as i64),
+                Arg::I64(len as i64),
+                Arg::I64(li.shape()[dim] as i64),
+                Arg::I64(inner as i64),
+            ],
+        );
+        self.run(launch)?;
+        Ok(y)
+    }
+
+    fn scatter_add(
+        &self,
+        l: &Layout,
+        index: &Self,
+        li: &Layout,
+        dim: usize,
+        size: usize,
+    ) -> Result<Self> {
+        const OP: &str = "take_along_dim backward";
+        check_operands(OP, &[self, index])?;
+        let (outer, len, inner) = split_at_dim(l.shape(), dim);
+        let n = outer * size * inner;
+        let mut y = self.output(n, self.dtype)?;
+        if n == 0 {
+            return Ok(y);
+        }
+        let launch = launch_1d(
+            "gather",
+            "scatter_add",
+            self.dtype,
+            n,
+            vec![
+                Arg::In(self),
+                Arg::Layout(FtLayout::of(OP, l)?),
+                Arg::In(index),
+                Arg::Layout(FtLayout::of(OP, li)?),
+                Arg::Out(&mut y),
+                Arg::I64(outer as i64),
+                Arg::I64(len as i64),
+                Arg::I64(size as i64),
+                Arg::I64(inner as i64),
+            ],
+        );
+        self.run(launch)?;
+        Ok(y)
+    }
+
+    fn searchsorted(&self, l: &Layout, values: &Self, lv: &Layout, right: bool) -> Result<Self> {
+        const OP: &str = "searchsorted";
+        check_operands(OP, &[self, values])?;
+        let n = lv.elem_count();
+        let mut y = self.output(n, self.dtype)?;
+        if n == 0 {
+            return Ok(y);
+        }
+        let k = *l.shape().last().unwrap_or(&1);
+        let m = *lv.shape().last().unwrap_or(&1);
+        let launch = launch_1d(
+            "gather",
+            "searchsorted",
+            self.dtype,
+            n,
+            vec![
+                Arg::In(self),
+                Arg::Layout(FtLayout::of(OP, l)?),
+                Arg::In(values),
+                Arg::Layout(FtLayout::of(OP, lv)?),
+                Arg::Out(&mut y),
+                Arg::I64((n / m) as i64),
+                Arg::I64(k as i64),
+                Arg::I64(m as i64),
+                Arg::I32(i32::from(right)),
+            ],
+        );
+        self.run(launch)?;
+        Ok(y)
     }
 
     fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Self> {

@@ -3,6 +3,7 @@
 
 pub(crate) mod binary;
 pub(crate) mod copy;
+pub(crate) mod gather;
 pub mod kinds;
 pub(crate) mod matmul;
 pub(crate) mod reduce;
