@@ -5,6 +5,8 @@
 //! [`Sequential`] and [`Inverse`]; a [`FlowDistribution`] wraps a flow and a
 //! [`Base`] to give `log_prob` and `sample`. [`testing::check_flow`] checks any
 //! layer against its brute-force Jacobian (see the README's "Adding a layer").
+//! [`vector`] holds the flows on `(N, D)` vectors (planar, radial, couplings,
+//! MAF/IAF, normalisations, linear maps) and the conditional flows `p(x | c)`.
 
 pub mod base;
 mod compose;
@@ -13,6 +15,7 @@ mod flow;
 pub mod glow;
 pub mod layers;
 pub mod testing;
+pub mod vector;
 
 pub use base::{Base, DiagGaussian, StandardNormal};
 pub use compose::{Inverse, Sequential};
@@ -20,6 +23,12 @@ pub use distribution::FlowDistribution;
 pub use flow::{parameter, prefixed, Flow};
 pub use flowtensor;
 pub use glow::{ConditionerKind, Glow, GlowConfig, LayerFactory, MixingFactory};
+pub use vector::{
+    ActNorm as VectorActNorm, Activation, AdditiveCoupling, AffineCoupling, BatchNorm,
+    ConditionalFlow, ConditionalSequential, Conditioned, CouplingMask, InvertibleLinear, Linear,
+    Made, MadeConfig, MadeOrder, MaskedAutoregressive, MaskedLinear, Mlp, MlpConfig, NetConfig,
+    Planar, Radial, RandomPermutation, ReversePermutation,
+};
 
 /// The version of this crate.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
