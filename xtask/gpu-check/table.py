@@ -44,6 +44,12 @@ def main():
         os.path.join(results, "gpu.txt")) else "unknown GPU"
     ours = criterion_ms(os.path.join(results, "criterion"))
     theirs = json.load(open(os.path.join(results, "torch.json")))
+    vector = os.path.join(results, "torch_vector.txt")
+    if os.path.exists(vector):
+        for line in open(vector):
+            if line.startswith("vector_flows/"):
+                case, ms = line.split()
+                theirs[case] = float(ms)
     glow = glow_seconds(results)
     if glow[0] is not None or glow[1] is not None:
         ours["glow-mnist-ref/train_step"], theirs["glow-mnist-ref/train_step"] = glow

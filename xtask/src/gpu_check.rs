@@ -2,7 +2,8 @@
 //! on a machine with an NVIDIA driver and PyTorch but no Rust toolchain.
 //!
 //! Builds here, in release: the parity suites (`flowtensor`'s `cuda_parity`,
-//! `flowtrain`'s `cuda_step`), the criterion benches `conv` and `conv_exp`,
+//! `flowlayers`' `cuda_vector`, `flowtrain`'s `cuda_step`), the criterion
+//! benches `conv`, `conv_exp` and `vector_flows`,
 //! and `xtask` itself (for a `glow-mnist-ref` run); copies them stripped into
 //! `OUT/bin`, with `run.sh`, the PyTorch twins (`device_micro.py`,
 //! `glow_mnist_ref.py`), `table.py` and, when `--data` holds MNIST, its IDX
@@ -29,6 +30,7 @@ const RUN_SH: &str = include_str!("../gpu-check/run.sh");
 const TABLE_PY: &str = include_str!("../gpu-check/table.py");
 const DEVICE_MICRO_PY: &str = include_str!("../../benches/peers/device_micro.py");
 const GLOW_MNIST_REF_PY: &str = include_str!("../../benches/peers/glow_mnist_ref.py");
+const VECTOR_FLOWS_PY: &str = include_str!("../../benches/peers/vector_flows.py");
 
 /// The binaries of one cargo build, by target name (from `--message-format=json`).
 fn build(args: &[&str]) -> Result<Vec<(String, PathBuf)>, String> {
@@ -105,6 +107,10 @@ pub fn run(args: &GpuCheckArgs) -> Result<(), String> {
         "--test",
         "cuda_parity",
         "-p",
+        "flowlayers",
+        "--test",
+        "cuda_vector",
+        "-p",
         "flowtrain",
         "--test",
         "cuda_step",
@@ -128,13 +134,22 @@ pub fn run(args: &GpuCheckArgs) -> Result<(), String> {
     let bin = args.out.join("bin");
     std::fs::create_dir_all(&bin)
         .map_err(|e| format!("gpu-check: creating {}: {e}", bin.display()))?;
-    for name in ["cuda_parity", "cuda_step", "conv", "conv_exp", "xtask"] {
+    for name in [
+        "cuda_parity",
+        "cuda_vector",
+        "cuda_step",
+        "conv",
+        "conv_exp",
+        "vector_flows",
+        "xtask",
+    ] {
         install(&find(&built, name)?, &bin.join(name))?;
     }
     write(&args.out.join("run.sh"), RUN_SH)?;
     write(&args.out.join("table.py"), TABLE_PY)?;
     write(&args.out.join("device_micro.py"), DEVICE_MICRO_PY)?;
     write(&args.out.join("glow_mnist_ref.py"), GLOW_MNIST_REF_PY)?;
+    write(&args.out.join("vector_flows.py"), VECTOR_FLOWS_PY)?;
     let idx = [
         "train-images-idx3-ubyte.gz",
         "train-labels-idx1-ubyte.gz",
