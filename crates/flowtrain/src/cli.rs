@@ -6,18 +6,28 @@ use crate::data::download;
 use crate::error::{Result, TrainError};
 use crate::report::write_grid;
 use crate::sampling::{load_run_on, sample_images};
+use crate::toy::{FlowKind, Objective, Target, ToyConfig};
 use crate::train::Trainer;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flowtensor::{Device, Generator};
 use std::path::PathBuf;
+
+/// The preset of the toy runs (flows on vectors, [`crate::toy`]).
+pub const TOY_PRESET: &str = "toy";
+
+/// The presets `train` takes: the image presets and `toy`.
+pub const TRAIN_PRESETS: [&str; 4] = [PRESETS[0], PRESETS[1], PRESETS[2], TOY_PRESET];
+
+/// The datasets of the image presets.
+const IMAGE_DATASETS: [&str; 3] = ["shapes16", "mnist", "cifar10"];
 
 /// Flags of `train`. Every value flag replaces the same key of the preset
 /// and of `--config` (the names follow the convolution-exponential paper's
 /// experiment scripts).
 #[derive(Args, Debug, Default, Clone)]
 pub struct TrainArgs {
-    /// Preset to start from.
-    #[arg(long, default_value = "default", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
+    /// Preset to start from (`toy`: flows on 1-D and 2-D points, see `flowtrain::toy`).
+    #[arg(long, default_value = "default", value_parser = clap::builder::PossibleValuesParser::new(TRAIN_PRESETS))]
     pub preset: String,
     /// TOML file whose keys replace the preset's.
     #[arg(long)]
@@ -44,8 +54,29 @@ pub struct TrainArgs {
     /// Data directory (MNIST IDX files, CIFAR-10 batches).
     #[arg(long = "data")]
     pub data_dir: Option<PathBuf>,
-    #[arg(long, value_parser = ["shapes16", "mnist", "cifar10"])]
+    /// shapes16, mnist or cifar10; with `--preset toy`, a toy density
+    /// (moons, 8gaussians, checkerboard, spirals, mog1d, mog2d) or a `.csv` /
+    /// `.npy` file of points.
+    #[arg(long)]
     pub dataset: Option<String>,
+    /// Toy runs: test points (`.csv` / `.npy`) for a `--dataset` file (default: 10% of it).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Toy runs: planar, radial, realnvp, maf, nsf-ar or nsf-c.
+    #[arg(long)]
+    pub flow: Option<String>,
+    /// Toy runs: layers (planar, radial) or steps (the others).
+    #[arg(long)]
+    pub n_layers: Option<usize>,
+    /// Toy runs: units per hidden layer of the conditioners.
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Toy runs: mle (fit --dataset) or reverse-kl (fit --target).
+    #[arg(long)]
+    pub objective: Option<String>,
+    /// Toy runs with `--objective reverse-kl`: the energy u1, u2, u3 or u4.
+    #[arg(long)]
+    pub target: Option<String>,
     /// The mixing of every step: reverse, shuffle, 1x1 (LU), 1x1-plain,
     /// 1x1-qr, convexp, emerging, periodic, woodbury, woodbury-me (a
     /// comma-separated list for `sweep`).
@@ -177,15 +208,8 @@ impl TrainArgs {
         set("eval_limit", size(self.eval_limit));
         set("checkpoint_every", int(self.checkpoint_every));
         set("samples", size(self.samples));
-        if let Some(name) = &self.optimizer {
-            let kind = match name.as_str() {
-                "adamax" => crate::optim::OptimizerKind::adamax(),
-                "sgd" => crate::optim::OptimizerKind::Sgd { momentum: 0.9 },
-                _ => crate::optim::OptimizerKind::adam(),
-            };
-            if let Ok(v) = toml::Value::try_from(kind) {
-                t.insert("optimizer".into(), v);
-            }
+        if let Some(v) = self.optimizer_value() {
+            t.insert("optimizer".into(), v);
         }
         t
     }
@@ -197,9 +221,159 @@ impl TrainArgs {
             .unwrap_or_else(|| PathBuf::from("runs/default"))
     }
 
+    /// The toy-only flags that were given, by name.
+    fn toy_flags(&self) -> Vec<&'static str> {
+        let given = [
+            ("--test", self.test.is_some()),
+            ("--flow", self.flow.is_some()),
+            ("--n-layers", self.n_layers.is_some()),
+            ("--hidden", self.hidden.is_some()),
+            ("--objective", self.objective.is_some()),
+            ("--target", self.target.is_some()),
+        ];
+        given.iter().filter(|g| g.1).map(|g| g.0).collect()
+    }
+
+    /// The image-only flags that were given, by name.
+    fn image_flags(&self) -> Vec<&'static str> {
+        let given = [
+            ("--resume", self.resume),
+            ("--data", self.data_dir.is_some()),
+            ("--mixing", self.mixing.is_some()),
+            ("--model-type", self.model_type.is_some()),
+            ("--coupling", self.coupling.is_some()),
+            ("--n-levels", self.n_levels.is_some()),
+            ("--n-subflows", self.n_subflows.is_some()),
+            ("--hidden-channels", self.hidden_channels.is_some()),
+            ("--densenet-depth", self.densenet_depth.is_some()),
+            ("--densenet-growth", self.densenet_growth.is_some()),
+            (
+                "--n-intermediate-channels",
+                self.n_intermediate_channels.is_some(),
+            ),
+            ("--use-splitprior", self.use_splitprior.is_some()),
+            ("--use-gated-conv", self.use_gated_conv.is_some()),
+            ("--dequantize-distribution", self.dequantize.is_some()),
+            ("--n-bits", self.n_bits.is_some()),
+            ("--hflip", self.hflip.is_some()),
+            ("--convexp-terms", self.convexp_terms.is_some()),
+            ("--woodbury-rank", self.woodbury_rank.is_some()),
+            ("--epochs", self.epochs.is_some()),
+            ("--eval-limit", self.eval_limit.is_some()),
+            ("--checkpoint-every", self.checkpoint_every.is_some()),
+        ];
+        given.iter().filter(|g| g.1).map(|g| g.0).collect()
+    }
+
+    /// The flags of a toy run, as TOML keys of [`ToyConfig`].
+    fn toy_overrides(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        let mut set = |key: &str, value: Option<toml::Value>| {
+            if let Some(v) = value {
+                t.insert(key.to_string(), v);
+            }
+        };
+        let int = |v: Option<u64>| v.map(|v| toml::Value::Integer(v as i64));
+        let size = |v: Option<usize>| v.map(|v| toml::Value::Integer(v as i64));
+        let float = |v: Option<f64>| v.map(toml::Value::Float);
+        let string = |v: &Option<String>| v.clone().map(toml::Value::String);
+        set("device", string(&self.device));
+        set("dataset", string(&self.dataset));
+        set(
+            "test",
+            self.test
+                .as_ref()
+                .map(|p| toml::Value::String(p.display().to_string())),
+        );
+        set("flow", string(&self.flow));
+        set("objective", string(&self.objective));
+        set("target", string(&self.target));
+        set("n_layers", size(self.n_layers));
+        set("hidden", size(self.hidden));
+        set("lr", float(self.lr));
+        set("warmup_steps", int(self.warmup_steps));
+        set("lr_decay", float(self.lr_decay));
+        set("max_grad_norm", float(self.max_grad_norm));
+        set("batch_size", size(self.batch_size));
+        set("steps", int(self.steps));
+        set("seed", int(self.seed));
+        set("eval_every", int(self.eval_every));
+        set("samples", size(self.samples));
+        if let Some(v) = self.optimizer_value() {
+            t.insert("optimizer".into(), v);
+        }
+        t
+    }
+
+    /// `--optimizer` as the TOML value of [`crate::optim::OptimizerKind`].
+    fn optimizer_value(&self) -> Option<toml::Value> {
+        let kind = match self.optimizer.as_deref()? {
+            "adamax" => crate::optim::OptimizerKind::adamax(),
+            "sgd" => crate::optim::OptimizerKind::Sgd { momentum: 0.9 },
+            _ => crate::optim::OptimizerKind::adam(),
+        };
+        toml::Value::try_from(kind).ok()
+    }
+
+    /// The resolved configuration of a toy run (`--preset toy`): the
+    /// preset's defaults, then `--config`, then the flags. Image-only flags
+    /// are an error.
+    pub fn resolve_toy(&self) -> Result<ToyConfig> {
+        let bad = |e: String| TrainError::Config(e);
+        let image = self.image_flags();
+        if !image.is_empty() {
+            return Err(bad(format!(
+                "{} {} for the image presets, not for --preset toy",
+                image.join(", "),
+                if image.len() == 1 { "is" } else { "are" }
+            )));
+        }
+        if let Some(f) = &self.flow {
+            f.parse::<FlowKind>().map_err(bad)?;
+        }
+        if let Some(o) = &self.objective {
+            o.parse::<Objective>().map_err(bad)?;
+        }
+        if let Some(t) = &self.target {
+            t.parse::<Target>().map_err(bad)?;
+        }
+        if let Some(d) = &self.device {
+            d.parse::<Device>().map_err(bad)?;
+        }
+        let mut config = ToyConfig::default();
+        if let Some(path) = &self.config {
+            config = config.merge_toml_file(path)?;
+        }
+        config.merge_toml(
+            &toml::to_string(&self.toy_overrides())
+                .map_err(|e| TrainError::Config(e.to_string()))?,
+        )
+    }
+
     /// The resolved configuration: preset, then `--config`, then the flags.
     pub fn resolve(&self) -> Result<TrainConfig> {
         let bad = |e: String| TrainError::Config(e);
+        if self.preset == TOY_PRESET {
+            return Err(bad(
+                "--preset toy runs with `train` only (its configuration is a ToyConfig)".into(),
+            ));
+        }
+        let toy = self.toy_flags();
+        if !toy.is_empty() {
+            return Err(bad(format!(
+                "{} {} for --preset toy, not for the image presets",
+                toy.join(", "),
+                if toy.len() == 1 { "is" } else { "are" }
+            )));
+        }
+        if let Some(d) = &self.dataset {
+            if !IMAGE_DATASETS.contains(&d.as_str()) {
+                return Err(bad(format!(
+                    "--dataset {d}: the image presets take {}; toy densities and point files are for --preset toy",
+                    IMAGE_DATASETS.join(", ")
+                )));
+            }
+        }
         if let Some(m) = &self.mixing {
             if m.contains(',') {
                 return Err(bad(format!(
@@ -474,8 +648,88 @@ fn print_dry_run(config: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
+/// Runs `train --preset toy`.
+pub fn train_toy(args: &TrainArgs) -> Result<()> {
+    args.memory.apply();
+    let config = args.resolve_toy()?.resolved();
+    config.check()?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let name = match (config.objective, config.target) {
+            (Objective::ReverseKl, Some(t)) => t.name().to_string(),
+            _ => std::path::Path::new(&config.dataset)
+                .file_stem()
+                .map_or("data".into(), |s| s.to_string_lossy().into_owned()),
+        };
+        PathBuf::from("runs/toy").join(format!("{name}-{}", config.flow.name()))
+    });
+    if args.dry_run {
+        println!("valid toy run into {}:", out.display());
+        print!("{}", config.to_toml()?);
+        return Ok(());
+    }
+    let device = match config.device {
+        Device::Cpu => format!("the CPU, {} thread(s)", rayon::current_num_threads()),
+        Device::Cuda(n) => format!(
+            "cuda:{n} ({})",
+            flowtensor::cuda::probe(n).unwrap_or_else(|e| e.to_string())
+        ),
+    };
+    eprintln!(
+        "training {} ({} x{}) for {} steps in {} on {device}",
+        match config.objective {
+            Objective::Mle => format!("on {}", config.dataset),
+            Objective::ReverseKl => format!(
+                "by reverse KL to {}",
+                config.target.map_or("?", |t| t.name())
+            ),
+        },
+        config.flow.name(),
+        config.layers(),
+        config.total_steps(),
+        out.display()
+    );
+    let report = crate::toy::run(&config, &out, !args.quiet)?;
+    let m = &report.metrics;
+    for note in &m.notes {
+        eprintln!("note: {note}");
+    }
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    match m.objective {
+        Objective::Mle => println!(
+            "test nll {} nats (initially {}; true {}, KL estimate {}) after {} steps; {:.1} s training, {} parameters",
+            fmt(m.test_nll),
+            fmt(m.initial_test_nll),
+            fmt(m.true_test_nll),
+            fmt(m.kl_estimate),
+            m.steps,
+            m.seconds,
+            m.parameters
+        ),
+        Objective::ReverseKl => println!(
+            "E[log q + U] {} (initially {}; log Z {}, KL(q || p) estimate {}) after {} steps; {:.1} s training, {} parameters",
+            fmt(m.reverse_kl_loss),
+            fmt(m.initial_loss),
+            fmt(m.log_z),
+            fmt(m.kl_estimate),
+            m.steps,
+            m.seconds,
+            m.parameters
+        ),
+    }
+    let files: Vec<String> = report
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    println!("wrote {}", files.join(", "));
+    Ok(())
+}
+
 /// Runs `train`.
 pub fn train(args: &TrainArgs) -> Result<()> {
+    if args.preset == TOY_PRESET {
+        return train_toy(args);
+    }
     args.memory.apply();
     if args.dry_run {
         let config = if args.resume {

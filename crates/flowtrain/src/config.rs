@@ -162,7 +162,7 @@ impl std::str::FromStr for ModelType {
 }
 
 /// (De)serialises a [`Device`] as `cpu` / `cuda:N`.
-mod device_name {
+pub(crate) mod device_name {
     use flowtensor::Device;
     use serde::{Deserialize, Deserializer, Serializer};
 

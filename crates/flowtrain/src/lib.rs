@@ -8,6 +8,7 @@
 //! - [`train`]: the loop, evaluation, atomic [`checkpoint`]s and resumption;
 //! - [`report`] and [`sampling`]: metrics, the loss plot, sample grids and
 //!   interpolations;
+//! - [`toy`]: flows on vectors fitted to 1-D and 2-D densities (`--preset toy`);
 //! - [`cli`]: `cargo xtask train|sample|eval|data`.
 
 pub mod batch;
@@ -27,6 +28,7 @@ pub mod report;
 pub mod sampling;
 pub mod spikes;
 pub mod sweep;
+pub mod toy;
 pub mod train;
 
 pub mod allocator;

@@ -1,9 +1,10 @@
 //! Copying kernels: concatenation, index selection and its adjoint.
 
 use super::gather::split_at_dim;
-use super::kernels::map;
+use super::kernels::{map, PAR_THRESHOLD};
 use crate::layout::Layout;
 use crate::Element;
+use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// The elements of `layout` in row-major order, borrowed when already contiguous.
@@ -14,19 +15,37 @@ pub fn contiguous<'a, T: Element>(src: &'a [T], layout: &Layout) -> Cow<'a, [T]>
     }
 }
 
-/// Concatenation along `dim` of parts whose other dimensions agree.
+/// Concatenation along `dim` of parts whose other dimensions agree: each
+/// output row (one index of the dimensions before `dim`) is the parts' rows
+/// side by side. Rows are written in place (in parallel from
+/// [`PAR_THRESHOLD`] elements); single-element pieces, as in the gradient of
+/// a narrow of the last dimension, are assigned rather than copied.
 pub fn cat<T: Element>(parts: &[(&[T], &Layout)], dim: usize) -> Vec<T> {
     let outer: usize = parts[0].1.shape()[..dim].iter().product();
     let blocks: Vec<(Cow<[T]>, usize)> = parts
         .iter()
         .map(|(s, l)| (contiguous(s, l), l.shape()[dim..].iter().product()))
         .collect();
-    let total: usize = blocks.iter().map(|(b, _)| b.len()).sum();
-    let mut out = Vec::with_capacity(total);
-    for o in 0..outer {
+    let row: usize = blocks.iter().map(|(_, inner)| inner).sum();
+    let mut out = vec![T::zero(); outer * row];
+    if row == 0 {
+        return out;
+    }
+    let fill = |(o, dst): (usize, &mut [T])| {
+        let mut at = 0;
         for (block, inner) in &blocks {
-            out.extend_from_slice(&block[o * inner..(o + 1) * inner]);
+            match *inner {
+                0 => {}
+                1 => dst[at] = block[o],
+                n => dst[at..at + n].copy_from_slice(&block[o * n..(o + 1) * n]),
+            }
+            at += inner;
         }
+    };
+    if out.len() >= PAR_THRESHOLD {
+        out.par_chunks_mut(row).enumerate().for_each(fill);
+    } else {
+        out.chunks_mut(row).enumerate().for_each(fill);
     }
     out
 }
