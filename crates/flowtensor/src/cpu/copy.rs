@@ -28,10 +28,7 @@ pub fn cat<T: Element>(parts: &[(&[T], &Layout)], dim: usize) -> Vec<T> {
         .collect();
     let row: usize = blocks.iter().map(|(_, inner)| inner).sum();
     let mut out = vec![T::zero(); outer * row];
-    if row == 0 {
-        return out;
-    }
-    let fill = |(o, dst): (usize, &mut [T])| {
+    by_rows(&mut out, row, |o, dst| {
         let mut at = 0;
         for (block, inner) in &blocks {
             match *inner {
@@ -41,31 +38,50 @@ pub fn cat<T: Element>(parts: &[(&[T], &Layout)], dim: usize) -> Vec<T> {
             }
             at += inner;
         }
-    };
-    if out.len() >= PAR_THRESHOLD {
-        out.par_chunks_mut(row).enumerate().for_each(fill);
-    } else {
-        out.chunks_mut(row).enumerate().for_each(fill);
-    }
+    });
     out
+}
+
+/// Runs `fill(o, dst)` for every output row `o` of `row` elements, in
+/// parallel from [`PAR_THRESHOLD`] output elements (rows are independent,
+/// so the result does not depend on the thread count).
+fn by_rows<T: Element>(out: &mut [T], row: usize, fill: impl Fn(usize, &mut [T]) + Sync) {
+    if row == 0 {
+        return;
+    }
+    if out.len() >= PAR_THRESHOLD {
+        out.par_chunks_mut(row)
+            .enumerate()
+            .for_each(|(o, dst)| fill(o, dst));
+    } else {
+        out.chunks_mut(row)
+            .enumerate()
+            .for_each(|(o, dst)| fill(o, dst));
+    }
 }
 
 /// `out[.., j, ..] = src[.., idx[j], ..]` along `dim`.
 pub fn index_select<T: Element>(src: &[T], layout: &Layout, dim: usize, idx: &[usize]) -> Vec<T> {
     let c = contiguous(src, layout);
     let (outer, d, inner) = split_at_dim(layout.shape(), dim);
-    let mut out = Vec::with_capacity(outer * idx.len() * inner);
-    for o in 0..outer {
-        for &j in idx {
-            let start = (o * d + j) * inner;
-            out.extend_from_slice(&c[start..start + inner]);
+    let mut out = vec![T::zero(); outer * idx.len() * inner];
+    by_rows(&mut out, idx.len() * inner, |o, dst| {
+        let from = &c[o * d * inner..(o + 1) * d * inner];
+        if inner == 1 {
+            for (t, &j) in dst.iter_mut().zip(idx) {
+                *t = from[j];
+            }
+        } else {
+            for (t, &j) in dst.chunks_exact_mut(inner).zip(idx) {
+                t.copy_from_slice(&from[j * inner..(j + 1) * inner]);
+            }
         }
-    }
+    });
     out
 }
 
-/// The adjoint of [`index_select`]: `out[.., idx[j], ..] += src[.., j, ..]`,
-/// with `size` entries along `dim` in the output.
+/// The adjoint of [`index_select`]: `out[.., idx[j], ..] += src[.., j, ..]`
+/// (in increasing `j`), with `size` entries along `dim` in the output.
 pub fn index_add<T: Element>(
     src: &[T],
     layout: &Layout,
@@ -76,14 +92,18 @@ pub fn index_add<T: Element>(
     let c = contiguous(src, layout);
     let (outer, len, inner) = split_at_dim(layout.shape(), dim);
     let mut out = vec![T::zero(); outer * size * inner];
-    for o in 0..outer {
+    by_rows(&mut out, size * inner, |o, dst| {
+        let from = &c[o * len * inner..(o + 1) * len * inner];
         for (j, &target) in idx.iter().enumerate().take(len) {
-            let from = &c[(o * len + j) * inner..][..inner];
-            let to = &mut out[(o * size + target) * inner..][..inner];
-            for (t, &f) in to.iter_mut().zip(from) {
-                *t = *t + f;
+            if inner == 1 {
+                dst[target] = dst[target] + from[j];
+            } else {
+                let to = &mut dst[target * inner..(target + 1) * inner];
+                for (t, &f) in to.iter_mut().zip(&from[j * inner..(j + 1) * inner]) {
+                    *t = *t + f;
+                }
             }
         }
-    }
+    });
     out
 }

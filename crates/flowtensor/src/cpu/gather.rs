@@ -8,8 +8,10 @@
 //! [`crate::Indices`] before they reach a kernel.
 
 use super::copy::contiguous;
+use super::kernels::PAR_THRESHOLD;
 use crate::layout::Layout;
 use crate::Element;
+use rayon::prelude::*;
 
 /// Splits a shape at `dim` into (outer, size of dim, inner) element counts.
 pub fn split_at_dim(shape: &[usize], dim: usize) -> (usize, usize, usize) {
@@ -20,18 +22,36 @@ pub fn split_at_dim(shape: &[usize], dim: usize) -> (usize, usize, usize) {
     )
 }
 
-/// `y[.., j, ..] = sum_{i <= j} x[.., i, ..]` along `dim`, in increasing `i`.
+/// `y[.., j, ..] = sum_{i <= j} x[.., i, ..]` along `dim`, in increasing `i`
+/// (blocks of the outer dimensions in parallel from [`PAR_THRESHOLD`]
+/// elements; each sum runs in the same order whatever the thread count).
 pub fn cumsum<T: Element>(src: &[T], l: &Layout, dim: usize) -> Vec<T> {
     let x = contiguous(src, l);
-    let (outer, len, inner) = split_at_dim(l.shape(), dim);
-    let mut y = x.to_vec();
-    for o in 0..outer {
-        for j in 1..len {
-            for r in 0..inner {
-                let at = (o * len + j) * inner + r;
-                y[at] = y[at - inner] + y[at];
+    let (_, len, inner) = split_at_dim(l.shape(), dim);
+    let mut y = x.into_owned();
+    let block = len * inner;
+    if block == 0 {
+        return y;
+    }
+    let scan = |b: &mut [T]| {
+        if inner == 1 {
+            for j in 1..len {
+                b[j] = b[j - 1] + b[j];
+            }
+        } else {
+            for j in 1..len {
+                let (done, rest) = b.split_at_mut(j * inner);
+                let previous = &done[(j - 1) * inner..];
+                for (v, &p) in rest[..inner].iter_mut().zip(previous) {
+                    *v = p + *v;
+                }
             }
         }
+    };
+    if y.len() >= PAR_THRESHOLD {
+        y.par_chunks_mut(block).for_each(scan);
+    } else {
+        y.chunks_mut(block).for_each(scan);
     }
     y
 }
