@@ -1,6 +1,6 @@
 //! The masked autoregressive flow (MAF).
 
-use super::conditional::ConditionalFlow;
+use super::conditional::{without_context, ConditionalFlow};
 use super::coupling::NetConfig;
 use super::nn::{Made, MadeConfig, MadeOrder};
 use super::{check_context, check_vector};
@@ -132,15 +132,7 @@ impl Flow for MaskedAutoregressive {
     fn name(&self) -> &'static str {
         NAME
     }
-    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.forward_given(x, None)
-    }
-    fn inverse(&self, z: &Tensor) -> Result<Tensor> {
-        self.inverse_given(z, None)
-    }
-    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.inverse_with_logdet_given(z, None)
-    }
+    without_context!();
     fn parameters(&self) -> Vec<(String, Tensor)> {
         prefixed("made", self.made.parameters())
     }

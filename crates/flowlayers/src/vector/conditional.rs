@@ -37,6 +37,23 @@ pub trait ConditionalFlow: Flow {
     }
 }
 
+/// The direction methods of [`Flow`] for a [`ConditionalFlow`] (inside its
+/// `impl Flow`): the conditional ones without a context.
+macro_rules! without_context {
+    () => {
+        fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+            self.forward_given(x, None)
+        }
+        fn inverse(&self, z: &Tensor) -> Result<Tensor> {
+            self.inverse_given(z, None)
+        }
+        fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+            self.inverse_with_logdet_given(z, None)
+        }
+    };
+}
+pub(crate) use without_context;
+
 /// A conditional flow with its context fixed: `x -> f(x; c)` as a plain
 /// [`Flow`] (e.g. for [`crate::testing::check_flow`], or sampling from
 /// `p(x | c)`). The batch must match the context's.
@@ -194,15 +211,7 @@ impl Flow for ConditionalSequential {
     fn name(&self) -> &'static str {
         "ConditionalSequential"
     }
-    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.forward_given(x, None)
-    }
-    fn inverse(&self, z: &Tensor) -> Result<Tensor> {
-        self.inverse_given(z, None)
-    }
-    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.inverse_with_logdet_given(z, None)
-    }
+    without_context!();
     fn parameters(&self) -> Vec<(String, Tensor)> {
         let named = self.layers.iter().enumerate();
         named

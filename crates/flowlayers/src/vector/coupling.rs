@@ -1,6 +1,6 @@
 //! Coupling layers on vectors (NICE, RealNVP) with an MLP conditioner.
 
-use super::conditional::ConditionalFlow;
+use super::conditional::{without_context, ConditionalFlow};
 use super::nn::{Activation, Mlp, MlpConfig};
 use super::{check_context, check_vector, zero_logdet};
 use crate::flow::{prefixed, Flow};
@@ -69,6 +69,17 @@ impl CouplingMask {
     /// The indices of the transformed features, in order.
     pub fn transformed_indices(&self) -> Vec<usize> {
         self.indices(true)
+    }
+
+    /// For each feature, its position in `cat(x_I, x_T)` (the order in which
+    /// couplings compute): `index_select(1, &restore)` undoes the split.
+    pub(crate) fn restore(&self) -> Vec<usize> {
+        let order = self.indices(false).into_iter().chain(self.indices(true));
+        let mut restore = vec![0; self.features()];
+        for (position, feature) in order.enumerate() {
+            restore[feature] = position;
+        }
+        restore
     }
 
     /// The indices of the features with `transformed == which`.
@@ -149,11 +160,7 @@ impl Core {
             activation: net.activation,
             zero_output: true,
         };
-        let order: Vec<usize> = identity.iter().chain(&transformed).copied().collect();
-        let mut restore = vec![0; order.len()];
-        for (position, &feature) in order.iter().enumerate() {
-            restore[feature] = position;
-        }
+        let restore = mask.restore();
         Ok(Core {
             name,
             features: mask.features(),
@@ -320,15 +327,7 @@ macro_rules! coupling_flow {
             fn name(&self) -> &'static str {
                 self.0.name
             }
-            fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-                self.0.forward(x, None)
-            }
-            fn inverse(&self, z: &Tensor) -> Result<Tensor> {
-                Ok(self.0.inverse(z, None)?.0)
-            }
-            fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
-                self.0.inverse(z, None)
-            }
+            without_context!();
             fn parameters(&self) -> Vec<(String, Tensor)> {
                 prefixed("net", self.0.net.parameters())
             }

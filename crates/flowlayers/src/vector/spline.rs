@@ -29,7 +29,7 @@
 //! each value is found with `searchsorted` on the knots and its parameters
 //! gathered with `take_along_dim`, on the tensors' device.
 
-use super::conditional::ConditionalFlow;
+use super::conditional::{without_context, ConditionalFlow};
 use super::coupling::{CouplingMask, NetConfig};
 use super::nn::{Made, MadeConfig, MadeOrder, Mlp, MlpConfig};
 use super::{check_context, check_vector};
@@ -265,11 +265,7 @@ impl SplineCoupling {
             activation: net.activation,
             zero_output: true,
         };
-        let order: Vec<usize> = identity.iter().chain(&transformed).copied().collect();
-        let mut restore = vec![0; order.len()];
-        for (position, &feature) in order.iter().enumerate() {
-            restore[feature] = position;
-        }
+        let restore = mask.restore();
         Ok(SplineCoupling {
             features: mask.features(),
             dtype,
@@ -333,15 +329,7 @@ impl Flow for SplineCoupling {
     fn name(&self) -> &'static str {
         COUPLING
     }
-    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.forward_given(x, None)
-    }
-    fn inverse(&self, z: &Tensor) -> Result<Tensor> {
-        self.inverse_given(z, None)
-    }
-    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.inverse_with_logdet_given(z, None)
-    }
+    without_context!();
     fn parameters(&self) -> Vec<(String, Tensor)> {
         prefixed("net", self.net.parameters())
     }
@@ -448,15 +436,7 @@ impl Flow for SplineAutoregressive {
     fn name(&self) -> &'static str {
         AUTOREGRESSIVE
     }
-    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.forward_given(x, None)
-    }
-    fn inverse(&self, z: &Tensor) -> Result<Tensor> {
-        self.inverse_given(z, None)
-    }
-    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.inverse_with_logdet_given(z, None)
-    }
+    without_context!();
     fn parameters(&self) -> Vec<(String, Tensor)> {
         prefixed("made", self.made.parameters())
     }
