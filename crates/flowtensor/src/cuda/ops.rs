@@ -500,33 +500,15 @@ impl BackendStorage for CudaStorage {
     }
 
     fn gather(&self, l: &Layout, index: &Self, li: &Layout, dim: usize) -> Result<Self> {
-        const OP: &str = "take_along_dim";
-        check_operands(OP, &[self, index])?;
-        let n = li.elem_count();
-        let mut y = self.output(n, self.dtype)?;
-        if n == 0 {
-            return Ok(y);
-        }
-        let (outer, len, inner) = split_at_dim(l.shape(), dim);
-        let launch = launch_1d(
+        self.along_index(
+            "take_along_dim",
             "gather",
-            "gather",
-            self.dtype,
-            n,
-            vec![
-                Arg::In(self),
-                Arg::Layout(FtLayout::of(OP, l)?),
-                Arg::In(index),
-                Arg::Layout(FtLayout::of(OP, li)?),
-                Arg::Out(&mut y),
-                Arg::I64(outer as i64),
-                Arg::I64(len as i64),
-                Arg::I64(li.shape()[dim] as i64),
-                Arg::I64(inner as i64),
-            ],
-        );
-        self.run(launch)?;
-        Ok(y)
+            l,
+            index,
+            li,
+            dim,
+            li.shape()[dim],
+        )
     }
 
     fn scatter_add(
@@ -537,33 +519,15 @@ impl BackendStorage for CudaStorage {
         dim: usize,
         size: usize,
     ) -> Result<Self> {
-        const OP: &str = "take_along_dim backward";
-        check_operands(OP, &[self, index])?;
-        let (outer, len, inner) = split_at_dim(l.shape(), dim);
-        let n = outer * size * inner;
-        let mut y = self.output(n, self.dtype)?;
-        if n == 0 {
-            return Ok(y);
-        }
-        let launch = launch_1d(
-            "gather",
+        self.along_index(
+            "take_along_dim backward",
             "scatter_add",
-            self.dtype,
-            n,
-            vec![
-                Arg::In(self),
-                Arg::Layout(FtLayout::of(OP, l)?),
-                Arg::In(index),
-                Arg::Layout(FtLayout::of(OP, li)?),
-                Arg::Out(&mut y),
-                Arg::I64(outer as i64),
-                Arg::I64(len as i64),
-                Arg::I64(size as i64),
-                Arg::I64(inner as i64),
-            ],
-        );
-        self.run(launch)?;
-        Ok(y)
+            l,
+            index,
+            li,
+            dim,
+            size,
+        )
     }
 
     fn searchsorted(&self, l: &Layout, values: &Self, lv: &Layout, right: bool) -> Result<Self> {
@@ -870,6 +834,50 @@ impl CudaStorage {
             Arg::I64(n as i64),
         ]);
         self.run(launch_1d("copy", op, self.dtype, n, args))?;
+        Ok(y)
+    }
+}
+
+impl CudaStorage {
+    /// `gather` and `scatter_add` of `kernels/gather.cu`, which share their
+    /// arguments: `self` at `l`, the positions at `li`, and an output of
+    /// `out_len` entries along `dim` (`l`'s other dimensions).
+    #[allow(clippy::too_many_arguments)]
+    fn along_index(
+        &self,
+        op: &'static str,
+        kernel: &str,
+        l: &Layout,
+        index: &Self,
+        li: &Layout,
+        dim: usize,
+        out_len: usize,
+    ) -> Result<Self> {
+        check_operands(op, &[self, index])?;
+        let (outer, len, inner) = split_at_dim(l.shape(), dim);
+        let n = outer * out_len * inner;
+        let mut y = self.output(n, self.dtype)?;
+        if n == 0 {
+            return Ok(y);
+        }
+        let launch = launch_1d(
+            "gather",
+            kernel,
+            self.dtype,
+            n,
+            vec![
+                Arg::In(self),
+                Arg::Layout(FtLayout::of(op, l)?),
+                Arg::In(index),
+                Arg::Layout(FtLayout::of(op, li)?),
+                Arg::Out(&mut y),
+                Arg::I64(outer as i64),
+                Arg::I64(len as i64),
+                Arg::I64(out_len as i64),
+                Arg::I64(inner as i64),
+            ],
+        );
+        self.run(launch)?;
         Ok(y)
     }
 }
