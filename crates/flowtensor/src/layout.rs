@@ -283,6 +283,12 @@ impl Rows {
         self.outer_shape.iter().product()
     }
 
+    /// Storage offset of the row at multi-index `index` over the outer dims.
+    fn base_of(&self, index: &[usize]) -> isize {
+        let steps = index.iter().zip(&self.outer_strides);
+        self.offset as isize + steps.map(|(&i, &s)| i as isize * s).sum::<isize>()
+    }
+
     /// Storage offset of the first element of row `row` (negative only for
     /// layouts with offset 0 and negative strides, used as relative offsets).
     pub fn base(&self, mut row: usize) -> isize {
@@ -292,6 +298,54 @@ impl Rows {
             row /= d;
         }
         off
+    }
+}
+
+/// Walks the bases of consecutive rows of a [`Rows`] from a given row, with
+/// one carry per row instead of a division chain.
+pub(crate) struct RowCursor<'a> {
+    rows: &'a Rows,
+    index: Vec<usize>,
+    base: isize,
+}
+
+impl<'a> RowCursor<'a> {
+    /// A cursor at row `row`.
+    pub fn new(rows: &'a Rows, mut row: usize) -> RowCursor<'a> {
+        let mut index = vec![0; rows.outer_shape.len()];
+        for (i, &d) in index.iter_mut().zip(&rows.outer_shape).rev() {
+            *i = row % d.max(1);
+            row /= d.max(1);
+        }
+        RowCursor {
+            base: rows.base_of(&index),
+            rows,
+            index,
+        }
+    }
+
+    /// Storage offset of the current row's first element.
+    pub fn base(&self) -> isize {
+        self.base
+    }
+
+    /// Moves to the next row.
+    pub fn advance(&mut self) {
+        for ((i, &d), &s) in self
+            .index
+            .iter_mut()
+            .zip(&self.rows.outer_shape)
+            .zip(&self.rows.outer_strides)
+            .rev()
+        {
+            *i += 1;
+            self.base += s;
+            if *i < d {
+                return;
+            }
+            self.base -= d as isize * s;
+            *i = 0;
+        }
     }
 }
 

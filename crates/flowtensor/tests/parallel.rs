@@ -153,3 +153,80 @@ fn gemm_paths() {
         .unwrap();
     close(&got32.to_vec_f64().unwrap(), &got, 1e-5);
 }
+
+/// Short rows (the spline's `(N, D, K) - (N, D, 1)`), three-operand ops on
+/// views and f32 elementary functions on strided views go through gathered
+/// blocks; reductions over leading dims through row accumulation.
+#[test]
+fn short_rows_gathered_blocks_and_leading_reductions() {
+    let (x, v) = big();
+    // (i, j, k) - (i, j, 1): rows of one broadcast element
+    let first = x.narrow(2, 0, 1).unwrap();
+    let got = x.sub(&first).unwrap().to_vec::<f64>().unwrap();
+    let mut want = Vec::new();
+    for i in 0..SHAPE[0] {
+        for j in 0..SHAPE[1] {
+            for k in 0..SHAPE[2] {
+                want.push(at(&v, i, j, k) - at(&v, i, j, 0));
+            }
+        }
+    }
+    close(&got, &want, 0.0);
+    // where(x > 0, x^T-view, -x) on a permuted view: rows of stride != 1
+    let view = x.permute(&[1, 0, 2]).unwrap();
+    let got = view
+        .gt_scalar(0.0)
+        .unwrap()
+        .where_cond(&view, &view.neg().unwrap())
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    let mut want = Vec::new();
+    for j in 0..SHAPE[1] {
+        for i in 0..SHAPE[0] {
+            for k in 0..SHAPE[2] {
+                want.push(at(&v, i, j, k).abs());
+            }
+        }
+    }
+    close(&got, &want, 0.0);
+    // f32 exp on a narrowed, transposed view, against f64
+    let x32 = x.to_dtype(DType::F32).unwrap();
+    let got = x32
+        .narrow(2, 3, 5)
+        .unwrap()
+        .transpose(0, 2)
+        .unwrap()
+        .exp()
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    let mut want = Vec::new();
+    for k in 3..8 {
+        for j in 0..SHAPE[1] {
+            for i in 0..SHAPE[0] {
+                want.push((at(&v, i, j, k) as f32 as f64).exp());
+            }
+        }
+    }
+    let got: Vec<f64> = got.into_iter().map(f64::from).collect();
+    close(&got, &want, 1.2e-7);
+    // sum and max over the leading dims (i) and (i, j)
+    let flat = x.reshape(&[SHAPE[0] * SHAPE[1], SHAPE[2]]).unwrap();
+    for (dims, rows) in [(&[0usize][..], SHAPE[0]), (&[0, 1][..], SHAPE[0] * SHAPE[1])] {
+        let cols = v.len() / rows;
+        let sum = x.sum(dims, false).unwrap().to_vec::<f64>().unwrap();
+        let max = x.max(dims, false).unwrap().to_vec::<f64>().unwrap();
+        let (mut want_sum, mut want_max) = (vec![0.0; cols], vec![f64::NEG_INFINITY; cols]);
+        for r in 0..rows {
+            for c in 0..cols {
+                want_sum[c] += v[r * cols + c];
+                want_max[c] = want_max[c].max(v[r * cols + c]);
+            }
+        }
+        close(&sum, &want_sum, 1e-12);
+        close(&max, &want_max, 0.0);
+    }
+    let sum = flat.sum(&[0], true).unwrap();
+    assert_eq!(sum.shape(), &[1, SHAPE[2]]);
+}

@@ -14,7 +14,7 @@ pub(crate) use direct3x3::{
 };
 mod geometry;
 mod pointwise;
-mod simd;
+pub(crate) mod simd;
 pub use simd::isa_name;
 
 use crate::autograd::op::Op;

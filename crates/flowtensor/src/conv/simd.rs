@@ -180,6 +180,7 @@ x86_vector!(
 
 /// The instruction sets the kernels are compiled for.
 #[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
 pub(crate) enum Isa {
     Avx512,
     Avx2,
@@ -189,13 +190,16 @@ pub(crate) enum Isa {
 /// The best instruction set this CPU supports.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn isa() -> Isa {
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-        Isa::Avx512
-    } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        Isa::Avx2
-    } else {
-        Isa::Baseline
-    }
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+            Isa::Avx512
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            Isa::Avx2
+        } else {
+            Isa::Baseline
+        }
+    })
 }
 
 /// The instruction set the hand-written kernels run with on this CPU:

@@ -1,7 +1,7 @@
 //! Copying kernels: concatenation, index selection and its adjoint.
 
 use super::gather::split_at_dim;
-use super::kernels::{map, PAR_THRESHOLD};
+use super::kernels::{map, min_rows_per_task, PAR_THRESHOLD};
 use crate::layout::Layout;
 use crate::Element;
 use rayon::prelude::*;
@@ -51,6 +51,7 @@ fn by_rows<T: Element>(out: &mut [T], row: usize, fill: impl Fn(usize, &mut [T])
     }
     if out.len() >= PAR_THRESHOLD {
         out.par_chunks_mut(row)
+            .with_min_len(min_rows_per_task(row))
             .enumerate()
             .for_each(|(o, dst)| fill(o, dst));
     } else {

@@ -49,7 +49,9 @@ pub fn cumsum<T: Element>(src: &[T], l: &Layout, dim: usize) -> Vec<T> {
         }
     };
     if y.len() >= PAR_THRESHOLD {
-        y.par_chunks_mut(block).for_each(scan);
+        y.par_chunks_mut(block)
+            .with_min_len(super::kernels::min_rows_per_task(block))
+            .for_each(scan);
     } else {
         y.chunks_mut(block).for_each(scan);
     }

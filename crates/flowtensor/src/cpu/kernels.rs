@@ -4,7 +4,7 @@
 //! fresh contiguous buffer. Work is split over rayon only when the tensor has
 //! at least [`PAR_THRESHOLD`] elements, so small tensors pay no scheduling cost.
 
-use crate::layout::{lockstep_rows, Layout, Rows};
+use crate::layout::{lockstep_rows, Layout, RowCursor, Rows};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 pub const PAR_THRESHOLD: usize = 1 << 15;
 
 /// Smallest number of rows a rayon task takes, so short rows are batched.
-fn min_rows_per_task(row_len: usize) -> usize {
+pub(super) fn min_rows_per_task(row_len: usize) -> usize {
     (4096 / row_len.max(1)).max(1)
 }
 
@@ -51,21 +51,152 @@ where
 /// Elements per piece of a contiguous elementwise op.
 const PIECE: usize = 4096;
 
-/// `out[i] = f(x[i])`. A function of its own, so that `out` is known not to
-/// alias `f`'s captures: their loads leave the loop and it vectorizes.
+/// A loop to compile once per instruction set by [`vectorized`]. `run`
+/// must be `#[inline(always)]`, so that its body is compiled inside each
+/// instruction set's function rather than called from it.
+pub(super) trait Loop {
+    fn run(self);
+}
+
+/// Runs `body` compiled for the widest vector instructions this CPU has
+/// (AVX-512 or AVX2, chosen at run time), so that its loop vectorizes with
+/// them; the baseline build otherwise only has SSE2. The kernels use no
+/// fused multiply-add, so results are the same bits on every instruction set.
+#[inline(always)]
+pub(super) fn vectorized<L: Loop>(body: L) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::conv::simd::{isa, Isa};
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn avx512<L: Loop>(body: L) {
+            body.run()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<L: Loop>(body: L) {
+            body.run()
+        }
+        // SAFETY: `isa` reported the instructions each function is compiled for.
+        match isa() {
+            Isa::Avx512 => unsafe { avx512(body) },
+            Isa::Avx2 => unsafe { avx2(body) },
+            Isa::Baseline => body.run(),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    body.run()
+}
+
+/// `out[i] = f(x[i])`.
+struct MapLoop<'a, T, U, F> {
+    out: &'a mut [MaybeUninit<U>],
+    x: &'a [T],
+    f: &'a F,
+}
+
+impl<T: Copy, U, F: Fn(T) -> U> Loop for MapLoop<'_, T, U, F> {
+    #[inline(always)]
+    fn run(self) {
+        for (o, &x) in self.out.iter_mut().zip(self.x) {
+            o.write((self.f)(x));
+        }
+    }
+}
+
+/// `out[i] = f(x[i], y[i])`.
+struct ZipLoop<'a, T, F> {
+    out: &'a mut [MaybeUninit<T>],
+    x: &'a [T],
+    y: &'a [T],
+    f: &'a F,
+}
+
+impl<T: Copy, F: Fn(T, T) -> T> Loop for ZipLoop<'_, T, F> {
+    #[inline(always)]
+    fn run(self) {
+        for (o, (&x, &y)) in self.out.iter_mut().zip(self.x.iter().zip(self.y)) {
+            o.write((self.f)(x, y));
+        }
+    }
+}
+
+/// `out[i] = f(x[i], y[i], z[i])`.
+struct Zip3Loop<'a, T, F> {
+    out: &'a mut [MaybeUninit<T>],
+    operands: [&'a [T]; 3],
+    f: &'a F,
+}
+
+impl<T: Copy, F: Fn(T, T, T) -> T> Loop for Zip3Loop<'_, T, F> {
+    #[inline(always)]
+    fn run(self) {
+        let [x, y, z] = self.operands;
+        for (o, ((&x, &y), &z)) in self.out.iter_mut().zip(x.iter().zip(y).zip(z)) {
+            o.write((self.f)(x, y, z));
+        }
+    }
+}
+
+/// `out[i] = f(x[i])`, vectorized. A function of its own, so that `out` is
+/// known not to alias `f`'s captures: their loads leave the loop.
 #[inline]
 fn write_map<T: Copy, U, F: Fn(T) -> U>(out: &mut [MaybeUninit<U>], x: &[T], f: &F) {
-    for (o, &x) in out.iter_mut().zip(x) {
-        o.write(f(x));
-    }
+    vectorized(MapLoop { out, x, f })
 }
 
 /// `out[i] = f(x[i], y[i])`, like [`write_map`].
 #[inline]
 fn write_zip<T: Copy, F: Fn(T, T) -> T>(out: &mut [MaybeUninit<T>], x: &[T], y: &[T], f: &F) {
-    for (o, (&x, &y)) in out.iter_mut().zip(x.iter().zip(y)) {
-        o.write(f(x, y));
+    vectorized(ZipLoop { out, x, y, f })
+}
+
+/// Rows of unit stride at least this long are processed in place; shorter
+/// or strided rows are first gathered into contiguous blocks of [`BLOCK`]
+/// elements, so that the op itself always runs in a vectorized loop.
+const LONG_ROW: usize = 32;
+
+/// Elements per gathered block.
+const BLOCK: usize = 1024;
+
+/// Copies the elements `start..start + out.len()` (in row-major order) of
+/// the layout walked by `rows` into `out`, and returns them.
+fn gather_block<'a, T: Copy>(
+    src: &[T],
+    rows: &Rows,
+    start: usize,
+    out: &'a mut [MaybeUninit<T>],
+) -> &'a [T] {
+    let mut cursor = RowCursor::new(rows, start / rows.len);
+    let mut k = start % rows.len;
+    let mut i = 0;
+    while i < out.len() {
+        let n = (rows.len - k).min(out.len() - i);
+        let base = cursor.base() + k as isize * rows.stride;
+        let dst = &mut out[i..i + n];
+        match rows.stride {
+            1 => dst
+                .iter_mut()
+                .zip(&src[base as usize..][..n])
+                .for_each(|(o, &x)| {
+                    o.write(x);
+                }),
+            0 => dst.iter_mut().for_each(|o| {
+                o.write(src[base as usize]);
+            }),
+            stride => dst.iter_mut().enumerate().for_each(|(k, o)| {
+                o.write(src[at(base, k, stride)]);
+            }),
+        }
+        i += n;
+        k = 0;
+        cursor.advance();
     }
+    // SAFETY: the loop wrote every element of `out`.
+    unsafe { &*(out as *const [MaybeUninit<T>] as *const [T]) }
+}
+
+/// An uninitialised block buffer.
+fn block<T>() -> [MaybeUninit<T>; BLOCK] {
+    [const { MaybeUninit::uninit() }; BLOCK]
 }
 
 /// `out[i] = f(src[i])` over the elements of `layout` in row-major order.
@@ -75,26 +206,46 @@ where
     U: Copy + Send + Sync,
     F: Fn(T) -> U + Sync + Send,
 {
+    map_blocks(src, layout, |out, x| write_map(out, x, &f))
+}
+
+/// Like [`map`], with `g(out, x)` writing `out[i] = f(x[i])` for whole
+/// contiguous blocks (so that `g` can hold its own vectorized loop).
+pub fn map_blocks<T, U, G>(src: &[T], layout: &Layout, g: G) -> Vec<U>
+where
+    T: Copy + Send + Sync,
+    U: Copy + Send + Sync,
+    G: Fn(&mut [MaybeUninit<U>], &[T]) + Sync + Send,
+{
     let n = layout.elem_count();
     if let Some(range) = layout.contiguous_range() {
         let s = &src[range];
-        return filled_rows(n, PIECE, |(r, chunk)| write_map(chunk, &s[r * PIECE..], &f));
+        return filled_rows(n, PIECE, |(r, chunk)| {
+            g(chunk, &s[r * PIECE..][..chunk.len()])
+        });
     }
     let rows = Rows::new(layout);
-    filled_rows(n, rows.len, |(r, chunk)| {
-        let base = rows.base(r);
-        match rows.stride {
-            1 => write_map(chunk, &src[base as usize..], &f),
-            0 => {
-                let v = f(src[base as usize]);
-                chunk.iter_mut().for_each(|o| {
+    if rows.len >= LONG_ROW && matches!(rows.stride, 0 | 1) {
+        return filled_rows(n, rows.len, |(r, chunk)| {
+            let base = rows.base(r) as usize;
+            if rows.stride == 1 {
+                g(chunk, &src[base..][..chunk.len()])
+            } else {
+                g(&mut chunk[..1], &src[base..=base]);
+                // SAFETY: `g` wrote the first element.
+                let v = unsafe { chunk[0].assume_init() };
+                chunk[1..].iter_mut().for_each(|o| {
                     o.write(v);
                 });
             }
-            stride => chunk.iter_mut().enumerate().for_each(|(k, o)| {
-                o.write(f(src[at(base, k, stride)]));
-            }),
-        }
+        });
+    }
+    filled_rows(n, BLOCK, |(b, chunk)| {
+        let mut buf = block();
+        g(
+            chunk,
+            gather_block(src, &rows, b * BLOCK, &mut buf[..chunk.len()]),
+        )
     })
 }
 
@@ -113,23 +264,29 @@ where
     }
     let rows = lockstep_rows(&[la, lb]);
     let (ra, rb) = (&rows[0], &rows[1]);
-    filled_rows(n, ra.len, |(r, chunk)| {
-        let (ba, bb) = (ra.base(r), rb.base(r));
-        let n = chunk.len();
-        match (ra.stride, rb.stride) {
-            (1, 1) => write_zip(chunk, &a[ba as usize..][..n], &b[bb as usize..][..n], &f),
-            (1, 0) => {
-                let y = b[bb as usize];
-                write_map(chunk, &a[ba as usize..][..n], &|x| f(x, y));
+    let unit = |s: isize| matches!(s, 0 | 1);
+    if ra.len >= LONG_ROW && unit(ra.stride) && unit(rb.stride) {
+        return filled_rows(n, ra.len, |(r, chunk)| {
+            let (ba, bb) = (ra.base(r) as usize, rb.base(r) as usize);
+            let n = chunk.len();
+            match (ra.stride, rb.stride) {
+                (1, 1) => write_zip(chunk, &a[ba..][..n], &b[bb..][..n], &f),
+                (1, _) => write_map(chunk, &a[ba..][..n], &|x| f(x, b[bb])),
+                (_, 1) => write_map(chunk, &b[bb..][..n], &|y| f(a[ba], y)),
+                _ => {
+                    let v = f(a[ba], b[bb]);
+                    chunk.iter_mut().for_each(|o| {
+                        o.write(v);
+                    });
+                }
             }
-            (0, 1) => {
-                let x = a[ba as usize];
-                write_map(chunk, &b[bb as usize..][..n], &|y| f(x, y));
-            }
-            (sa, sb) => chunk.iter_mut().enumerate().for_each(|(k, o)| {
-                o.write(f(a[at(ba, k, sa)], b[at(bb, k, sb)]));
-            }),
-        }
+        });
+    }
+    filled_rows(n, BLOCK, |(k, chunk)| {
+        let (mut buf_a, mut buf_b) = (block(), block());
+        let x = gather_block(a, ra, k * BLOCK, &mut buf_a[..chunk.len()]);
+        let y = gather_block(b, rb, k * BLOCK, &mut buf_b[..chunk.len()]);
+        write_zip(chunk, x, y, &f)
     })
 }
 
@@ -141,15 +298,17 @@ where
 {
     let n = a.1.elem_count();
     let rows = lockstep_rows(&[a.1, b.1, c.1]);
-    filled_rows(n, rows[0].len, |(r, chunk)| {
-        let bases = [rows[0].base(r), rows[1].base(r), rows[2].base(r)];
-        for (k, o) in chunk.iter_mut().enumerate() {
-            o.write(f(
-                a.0[at(bases[0], k, rows[0].stride)],
-                b.0[at(bases[1], k, rows[1].stride)],
-                c.0[at(bases[2], k, rows[2].stride)],
-            ));
-        }
+    filled_rows(n, BLOCK, |(k, chunk)| {
+        let mut bufs = [block(), block(), block()];
+        let [buf_a, buf_b, buf_c] = &mut bufs;
+        let x = gather_block(a.0, &rows[0], k * BLOCK, &mut buf_a[..chunk.len()]);
+        let y = gather_block(b.0, &rows[1], k * BLOCK, &mut buf_b[..chunk.len()]);
+        let z = gather_block(c.0, &rows[2], k * BLOCK, &mut buf_c[..chunk.len()]);
+        vectorized(Zip3Loop {
+            out: chunk,
+            operands: [x, y, z],
+            f: &f,
+        })
     })
 }
 
@@ -182,6 +341,66 @@ fn fold_run<T: Copy, F: Fn(T, T) -> T>(
     lanes.into_iter().fold(acc, fold)
 }
 
+/// `acc[j] = fold(acc[j], row[j])`.
+struct FoldRowLoop<'a, T, F> {
+    acc: &'a mut [T],
+    row: &'a [T],
+    fold: &'a F,
+}
+
+impl<T: Copy, F: Fn(T, T) -> T> Loop for FoldRowLoop<'_, T, F> {
+    #[inline(always)]
+    fn run(self) {
+        for (a, &x) in self.acc.iter_mut().zip(self.row) {
+            *a = (self.fold)(*a, x);
+        }
+    }
+}
+
+/// Rows per piece of [`reduce_leading`].
+const FOLD_PIECE_ROWS: usize = 256;
+
+/// Folds a contiguous `(rows, cols)` matrix over its rows (the reduction of
+/// leading dimensions, such as a bias gradient over the batch): whole rows
+/// are folded into a row of accumulators, vectorized across columns. Pieces
+/// of [`FOLD_PIECE_ROWS`] rows are folded in parallel and their results
+/// joined in order, so the result does not depend on the thread count.
+fn reduce_leading<T, F>(src: &[T], rows: usize, cols: usize, init: T, fold: F) -> Vec<T>
+where
+    T: Copy + Send + Sync,
+    F: Fn(T, T) -> T + Sync + Send,
+{
+    let fold_piece = |piece: &[T]| -> Vec<T> {
+        let mut acc = vec![init; cols];
+        for row in piece.chunks_exact(cols) {
+            vectorized(FoldRowLoop {
+                acc: &mut acc,
+                row,
+                fold: &fold,
+            });
+        }
+        acc
+    };
+    if rows == 0 || src.len() < PAR_THRESHOLD || rows <= FOLD_PIECE_ROWS {
+        return fold_piece(src);
+    }
+    let partials: Vec<Vec<T>> = src
+        .par_chunks(FOLD_PIECE_ROWS * cols)
+        .map(fold_piece)
+        .collect();
+    partials
+        .into_iter()
+        .reduce(|mut acc, p| {
+            vectorized(FoldRowLoop {
+                acc: &mut acc,
+                row: &p,
+                fold: &fold,
+            });
+            acc
+        })
+        .unwrap_or_else(|| vec![init; cols])
+}
+
 /// Folds the elements of `layout` over `dims` (kept with size 1 in the output
 /// shape): each output is `fold(init, x...)`, partial folds are joined with `fold`.
 pub fn reduce<T, F>(src: &[T], layout: &Layout, dims: &[usize], init: T, fold: F) -> Vec<T>
@@ -197,6 +416,13 @@ where
             ds.iter().map(|&d| strides[d]).collect(),
         )
     };
+    // leading dims reduced, at least a vector's width of trailing ones kept
+    let leading = dims.iter().enumerate().all(|(i, &d)| i == d);
+    let cols: usize = shape[dims.len().min(shape.len())..].iter().product();
+    if let (true, true, Some(range)) = (leading, cols >= 16, layout.contiguous_range()) {
+        let rows: usize = shape[..dims.len()].iter().product();
+        return reduce_leading(&src[range], rows, cols, init, fold);
+    }
     let (kshape, kstrides) = pick(&kept);
     let (rshape, rstrides) = pick(dims);
     let outer = Layout::from_parts(kshape, kstrides, layout.offset());

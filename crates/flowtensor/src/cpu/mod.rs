@@ -3,6 +3,7 @@
 pub(crate) mod copy;
 mod gather;
 mod kernels;
+mod math;
 pub(crate) mod matmul;
 
 pub(crate) use gather::split_at_dim;
@@ -16,8 +17,8 @@ use crate::conv_exp::{SeriesGeom, Stop};
 use crate::layout::Layout;
 use crate::ops::kinds::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
 use crate::{DType, Device, Element, Error, Result};
-use kernels::{map, reduce, zip3_map, zip_map};
-use num_traits::Float;
+use kernels::{map, map_blocks, reduce, zip3_map, zip_map};
+use math::{Elementary, Func};
 
 /// Host memory holding f32 or f64 elements.
 #[derive(Clone, Debug)]
@@ -57,31 +58,23 @@ fn contiguous(op: &'static str, l: &Layout) -> Result<std::ops::Range<usize>> {
         .ok_or_else(|| Error::invalid(op, "internal: kernels need contiguous operands"))
 }
 
-fn sigmoid<T: Float>(x: T) -> T {
-    if x >= T::zero() {
-        T::one() / (T::one() + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (T::one() + e)
-    }
-}
-
-fn unary_kernel<T: Element>(src: &[T], l: &Layout, op: UnaryOp) -> Vec<T> {
+fn unary_kernel<T: Element + Elementary>(src: &[T], l: &Layout, op: UnaryOp) -> Vec<T> {
     let zero = T::zero();
+    let func = |func| map_blocks(src, l, |out, x| math::apply(func, out, x));
     match op {
         UnaryOp::Neg => map(src, l, move |x: T| -x),
-        UnaryOp::Exp => map(src, l, move |x: T| x.exp()),
-        UnaryOp::Log => map(src, l, move |x: T| x.ln()),
-        UnaryOp::Log1p => map(src, l, move |x: T| x.ln_1p()),
+        UnaryOp::Exp => func(Func::Exp),
+        UnaryOp::Log => func(Func::Ln),
+        UnaryOp::Log1p => func(Func::Ln1p),
         UnaryOp::Sqrt => map(src, l, move |x: T| x.sqrt()),
         UnaryOp::Abs => map(src, l, move |x: T| x.abs()),
         UnaryOp::Square => map(src, l, move |x: T| x * x),
-        UnaryOp::Tanh => map(src, l, move |x: T| x.tanh()),
-        UnaryOp::Sigmoid => map(src, l, sigmoid),
-        UnaryOp::LogSigmoid => map(src, l, move |x: T| x.min(zero) - (-x.abs()).exp().ln_1p()),
-        UnaryOp::Softplus => map(src, l, move |x: T| x.max(zero) + (-x.abs()).exp().ln_1p()),
+        UnaryOp::Tanh => func(Func::Tanh),
+        UnaryOp::Sigmoid => func(Func::Sigmoid),
+        UnaryOp::LogSigmoid => func(Func::LogSigmoid),
+        UnaryOp::Softplus => func(Func::Softplus),
         UnaryOp::Relu => map(src, l, move |x: T| x.max(zero)),
-        UnaryOp::Silu => map(src, l, move |x: T| x * sigmoid(x)),
+        UnaryOp::Silu => func(Func::Silu),
         UnaryOp::Powf(p) => {
             let p = T::from_f64(p);
             map(src, l, move |x: T| x.powf(p))
