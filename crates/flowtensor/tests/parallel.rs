@@ -213,7 +213,10 @@ fn short_rows_gathered_blocks_and_leading_reductions() {
     close(&got, &want, 1.2e-7);
     // sum and max over the leading dims (i) and (i, j)
     let flat = x.reshape(&[SHAPE[0] * SHAPE[1], SHAPE[2]]).unwrap();
-    for (dims, rows) in [(&[0usize][..], SHAPE[0]), (&[0, 1][..], SHAPE[0] * SHAPE[1])] {
+    for (dims, rows) in [
+        (&[0usize][..], SHAPE[0]),
+        (&[0, 1][..], SHAPE[0] * SHAPE[1]),
+    ] {
         let cols = v.len() / rows;
         let sum = x.sum(dims, false).unwrap().to_vec::<f64>().unwrap();
         let max = x.max(dims, false).unwrap().to_vec::<f64>().unwrap();

@@ -28,15 +28,23 @@ pub fn cat<T: Element>(parts: &[(&[T], &Layout)], dim: usize) -> Vec<T> {
         .collect();
     let row: usize = blocks.iter().map(|(_, inner)| inner).sum();
     let mut out = vec![T::zero(); outer * row];
-    by_rows(&mut out, row, |o, dst| {
+    // groups of rows, each filled part by part: short rows (a part of one
+    // element, as in a narrow's gradient) cost a strided store, not a task
+    let group = min_rows_per_task(row);
+    by_rows(&mut out, row * group, |g, dst| {
+        let first = g * group;
         let mut at = 0;
         for (block, inner) in &blocks {
-            match *inner {
+            let n = *inner;
+            let rows = dst.chunks_exact_mut(row).enumerate();
+            match n {
                 0 => {}
-                1 => dst[at] = block[o],
-                n => dst[at..at + n].copy_from_slice(&block[o * n..(o + 1) * n]),
+                1 => rows.for_each(|(r, d)| d[at] = block[first + r]),
+                n => rows.for_each(|(r, d)| {
+                    d[at..at + n].copy_from_slice(&block[(first + r) * n..][..n])
+                }),
             }
-            at += inner;
+            at += n;
         }
     });
     out
