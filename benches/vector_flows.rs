@@ -104,16 +104,18 @@ fn vector_flows(crit: &mut Criterion) {
             let params: Vec<Tensor> = dist.parameters().into_iter().map(|(_, p)| p).collect();
             group.bench_function(format!("{kind}_D{d}"), |b| {
                 b.iter(|| {
-                    let loss = dist
-                        .log_prob(&x)
-                        .unwrap()
-                        .mean_all()
-                        .unwrap()
-                        .neg()
-                        .unwrap();
-                    let grads = loss.backward_grads().unwrap();
-                    black_box(params.iter().filter_map(|p| grads.get(p)).count());
-                    bench_sync()
+                    flows::flowtensor::in_pool(|| {
+                        let loss = dist
+                            .log_prob(&x)
+                            .unwrap()
+                            .mean_all()
+                            .unwrap()
+                            .neg()
+                            .unwrap();
+                        let grads = loss.backward_grads().unwrap();
+                        black_box(params.iter().filter_map(|p| grads.get(p)).count());
+                        bench_sync()
+                    })
                 })
             });
         }

@@ -140,12 +140,65 @@ impl Layout {
             .then(|| self.offset..self.offset + self.elem_count())
     }
 
-    /// The same data viewed with another shape; only for contiguous layouts.
+    /// The same elements (in row-major order) viewed with another shape of
+    /// the same count, without copying: `None` when a run of dimensions
+    /// that `shape` merges or splits is not contiguous within itself (a
+    /// transpose, or a narrow inside the run), which needs a copy.
     pub(crate) fn reshaped(&self, shape: &[usize]) -> Option<Layout> {
-        self.is_contiguous().then(|| Layout {
+        if shape.iter().product::<usize>() != self.elem_count() {
+            return None;
+        }
+        let offset = self.offset;
+        if self.elem_count() == 0 || self.is_contiguous() {
+            let strides = contiguous_strides(shape);
+            return Some(Layout {
+                shape: shape.to_vec(),
+                strides,
+                offset,
+            });
+        }
+        let old: Vec<(usize, isize)> = self
+            .shape
+            .iter()
+            .zip(&self.strides)
+            .filter(|(&d, _)| d != 1)
+            .map(|(&d, &s)| (d, s))
+            .collect();
+        // size-1 dimensions take any stride
+        let mut strides = vec![1isize; shape.len()];
+        let (mut i, mut j) = (0, 0);
+        while j < shape.len() {
+            if shape[j] == 1 {
+                j += 1;
+                continue;
+            }
+            // the shortest runs old[i0..i], shape[j0..j] with equal products
+            let (i0, j0) = (i, j);
+            let (mut old_count, mut new_count) = (old[i].0, shape[j]);
+            (i, j) = (i + 1, j + 1);
+            while old_count != new_count {
+                if old_count < new_count {
+                    old_count *= old[i].0;
+                    i += 1;
+                } else {
+                    new_count *= shape[j];
+                    j += 1;
+                }
+            }
+            let run = &old[i0..i];
+            if run.windows(2).any(|w| w[0].1 != w[1].1 * w[1].0 as isize) {
+                return None;
+            }
+            let mut stride = run[run.len() - 1].1;
+            for k in (j0..j).rev() {
+                strides[k] = stride;
+                stride *= shape[k] as isize;
+            }
+        }
+        Some(Layout {
             shape: shape.to_vec(),
-            strides: contiguous_strides(shape),
-            offset: self.offset,
+            strides,
+            offset,
         })
     }
 
@@ -375,4 +428,38 @@ pub(crate) fn lockstep_rows(layouts: &[&Layout]) -> Vec<Rows> {
         .min()
         .unwrap_or(0);
     layouts.iter().map(|l| Rows::split(l, k)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Layout;
+
+    fn strides(l: Option<Layout>) -> Option<Vec<isize>> {
+        l.map(|l| l.strides().to_vec())
+    }
+
+    #[test]
+    fn reshape_is_a_view_where_the_strides_allow() {
+        // a MADE's (N, D, 2) output narrowed to one parameter per feature,
+        // then the size-1 dimension dropped
+        let params = Layout::contiguous(&[4, 6, 2]).narrow(2, 1, 1).unwrap();
+        assert_eq!(strides(params.reshaped(&[4, 6])), Some(vec![12, 2]));
+        assert_eq!(params.reshaped(&[4, 6]).unwrap().offset(), 1);
+        // splitting and merging whole rows of a narrow
+        let rows = Layout::contiguous(&[8, 6]).narrow(1, 0, 4).unwrap();
+        assert_eq!(strides(rows.reshaped(&[2, 4, 4])), Some(vec![24, 6, 1]));
+        assert_eq!(strides(rows.reshaped(&[32])), None);
+        // a transpose cannot merge, but may split the untouched dimension
+        let t = Layout::contiguous(&[3, 4]).permute(&[1, 0]).unwrap();
+        assert_eq!(strides(t.reshaped(&[12])), None);
+        let t3 = Layout::contiguous(&[2, 3, 4]).permute(&[2, 0, 1]).unwrap();
+        assert_eq!(strides(t3.reshaped(&[4, 6])), Some(vec![1, 4]));
+        assert_eq!(strides(t3.reshaped(&[2, 2, 1, 6])), Some(vec![2, 1, 1, 4]));
+        // broadcast dimensions keep stride 0 where they split
+        let b = Layout::contiguous(&[1, 3]).broadcast_as(&[4, 3]).unwrap();
+        assert_eq!(strides(b.reshaped(&[2, 2, 3])), Some(vec![0, 0, 1]));
+        assert_eq!(strides(b.reshaped(&[12])), None);
+        // element counts must agree
+        assert!(rows.reshaped(&[5]).is_none());
+    }
 }

@@ -189,6 +189,11 @@ fn conv_cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
             [3, 2, 1, 1],
             p((3, 2), (1, 1), (1, 1), 1, Zero),
         ), // strided 1x1 with padding
+        (
+            [1, 1, 1, 1],
+            [2, 1, 3, 3],
+            p((1, 1), (2, 2), (2, 2), 1, Zero),
+        ), // taps whose every source lies in the padding (only the centre reads x)
     ]
 }
 
@@ -255,6 +260,11 @@ fn transpose_cases() -> Vec<([usize; 4], [usize; 4], ConvTranspose2dParams)> {
             [2, 5, 1, 1],
             p((1, 1), (0, 0), (0, 0), (1, 1), 1),
         ),
+        (
+            [1, 1, 1, 1],
+            [1, 2, 3, 3],
+            p((1, 1), (2, 2), (0, 0), (2, 2), 1),
+        ), // taps that land wholly in the cropped border
     ]
 }
 

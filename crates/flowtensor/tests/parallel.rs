@@ -154,6 +154,42 @@ fn gemm_paths() {
     close(&got32.to_vec_f64().unwrap(), &got, 1e-5);
 }
 
+/// Single products with a small right operand (the layers on vectors) take
+/// the register-tiled kernel: row counts off the tile and block sizes,
+/// column counts below, at and between register widths, operands stored
+/// transposed, and the rows split over rayon or not.
+#[test]
+fn tiled_gemm_on_tall_products() {
+    let mut g = Generator::new(5);
+    for &(m, k, n) in &[
+        (1027, 37, 70),
+        (1024, 64, 64),
+        (1031, 64, 2),
+        (9, 3, 17),
+        (64, 1024, 64),
+        (3, 1, 33),
+    ] {
+        let a = g.randn(&[m, k], DType::F64, Device::Cpu).unwrap();
+        let b = g.randn(&[k, n], DType::F64, Device::Cpu).unwrap();
+        let want = naive_matmul(&a.to_vec().unwrap(), &b.to_vec().unwrap(), m, k, n);
+        // the same values stored transposed and viewed back
+        let at = a.transpose(0, 1).unwrap().contiguous().unwrap();
+        let bt = b.transpose(0, 1).unwrap().contiguous().unwrap();
+        let (a_view, b_view) = (at.transpose(0, 1).unwrap(), bt.transpose(0, 1).unwrap());
+        for (x, y) in [(&a, &b), (&a_view, &b), (&a, &b_view), (&a_view, &b_view)] {
+            let got = x.matmul(y).unwrap().to_vec::<f64>().unwrap();
+            close(&got, &want, 1e-12);
+            let x32 = x.to_dtype(DType::F32).unwrap();
+            let got32 = x32.matmul(&y.to_dtype(DType::F32).unwrap()).unwrap();
+            close(
+                &got32.to_vec_f64().unwrap(),
+                &want,
+                1e-4 * (k as f64).sqrt(),
+            );
+        }
+    }
+}
+
 /// Short rows (the spline's `(N, D, K) - (N, D, 1)`), three-operand ops on
 /// views and f32 elementary functions on strided views go through gathered
 /// blocks; reductions over leading dims through row accumulation.

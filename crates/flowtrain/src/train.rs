@@ -480,8 +480,13 @@ impl Trainer {
     }
 
     /// Runs until `until` steps (at most the run's total), evaluating and
-    /// checkpointing on schedule.
+    /// checkpointing on schedule; on a thread of the CPU kernels' pool (see
+    /// [`flowtensor::in_pool`]).
     pub fn train_until(&mut self, until: u64) -> Result<()> {
+        flowtensor::in_pool(|| self.train_in_pool(until))
+    }
+
+    fn train_in_pool(&mut self, until: u64) -> Result<()> {
         let total = self.total;
         let until = until.min(total);
         let bar = if self.progress {
@@ -567,6 +572,10 @@ impl Trainer {
     /// the Polyak averages when enabled; with variational dequantisation
     /// also the importance-weighted bpd.
     pub fn evaluate(&self) -> Result<(f64, Option<f64>)> {
+        flowtensor::in_pool(|| self.evaluate_in_pool())
+    }
+
+    fn evaluate_in_pool(&self) -> Result<(f64, Option<f64>)> {
         let test = &self.data.test;
         let count = self
             .config

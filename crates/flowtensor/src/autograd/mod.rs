@@ -13,4 +13,5 @@ pub(crate) mod op;
 pub(crate) use backprop::backward;
 pub use backprop::GradStore;
 pub use custom::CustomOp;
+pub(crate) use mode::with_grad_mode;
 pub use mode::{is_grad_enabled, no_grad, NoGradGuard};

@@ -31,6 +31,16 @@ impl Drop for NoGradGuard {
     }
 }
 
+/// Runs `f` with recording on or off as `enabled` on this thread, then
+/// restores the previous mode.
+pub(crate) fn with_grad_mode<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
+    // The guard restores whichever mode it replaced.
+    let _guard = NoGradGuard {
+        previous: GRAD_ENABLED.with(|g| g.replace(enabled)),
+    };
+    f()
+}
+
 /// Runs `f` without recording operations for backward.
 pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     let _guard = NoGradGuard::new();

@@ -105,7 +105,7 @@ fn source(
 
 /// The output positions `q` whose source column `q*s + j*d - p` lies in `0..w`.
 fn valid_range(wo: usize, w: usize, s: usize, p: usize, jd: usize) -> std::ops::Range<usize> {
-    let lo = p.saturating_sub(jd).div_ceil(s);
+    let lo = p.saturating_sub(jd).div_ceil(s).min(wo);
     let hi = if w + p > jd {
         ((w + p - jd - 1) / s + 1).min(wo)
     } else {
@@ -132,6 +132,9 @@ fn im2col<T: Element>(xg: &[T], g: &ConvGeom, col: &mut [T]) {
             let xrow = &xg[(cc * g.h + ih) * g.w..][..g.w];
             out[..valid.start].fill(T::zero());
             out[valid.end..].fill(T::zero());
+            if valid.is_empty() {
+                continue;
+            }
             let first = valid.start * sw + j * dw - pw;
             if sw == 1 {
                 out[valid.clone()].copy_from_slice(&xrow[first..first + valid.len()]);
@@ -154,7 +157,7 @@ fn col2im<T: Element>(col: &[T], g: &ConvGeom, xg: &mut [T]) {
         let (cc, i, j) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
         let valid = valid_range(g.wo, g.w, sw, pw, j * dw);
         for (p, src) in row.chunks(g.wo).enumerate() {
-            let Some(ih) = source(p, i, sh, ph, dh, g.h) else {
+            let Some(ih) = source(p, i, sh, ph, dh, g.h).filter(|_| !valid.is_empty()) else {
                 continue;
             };
             let xrow = &mut xg[(cc * g.h + ih) * g.w..][..g.w];

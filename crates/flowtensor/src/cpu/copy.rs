@@ -19,12 +19,25 @@ pub fn contiguous<'a, T: Element>(src: &'a [T], layout: &Layout) -> Cow<'a, [T]>
 /// output row (one index of the dimensions before `dim`) is the parts' rows
 /// side by side. Rows are written in place (in parallel from
 /// [`PAR_THRESHOLD`] elements); single-element pieces, as in the gradient of
-/// a narrow of the last dimension, are assigned rather than copied.
+/// a narrow of the last dimension, are assigned rather than copied, and a
+/// part that broadcasts one element (all strides zero, as the zeros around
+/// a narrow's gradient) is filled with it rather than read.
 pub fn cat<T: Element>(parts: &[(&[T], &Layout)], dim: usize) -> Vec<T> {
+    enum Part<'a, T: Clone> {
+        Data(Cow<'a, [T]>),
+        Fill(T),
+    }
     let outer: usize = parts[0].1.shape()[..dim].iter().product();
-    let blocks: Vec<(Cow<[T]>, usize)> = parts
+    let blocks: Vec<(Part<T>, usize)> = parts
         .iter()
-        .map(|(s, l)| (contiguous(s, l), l.shape()[dim..].iter().product()))
+        .map(|(s, l)| {
+            let part = if l.elem_count() > 0 && l.strides().iter().all(|&st| st == 0) {
+                Part::Fill(s[l.offset()])
+            } else {
+                Part::Data(contiguous(s, l))
+            };
+            (part, l.shape()[dim..].iter().product())
+        })
         .collect();
     let row: usize = blocks.iter().map(|(_, inner)| inner).sum();
     let mut out = vec![T::zero(); outer * row];
@@ -36,11 +49,14 @@ pub fn cat<T: Element>(parts: &[(&[T], &Layout)], dim: usize) -> Vec<T> {
         let mut at = 0;
         for (block, inner) in &blocks {
             let n = *inner;
-            let rows = dst.chunks_exact_mut(row).enumerate();
-            match n {
-                0 => {}
-                1 => rows.for_each(|(r, d)| d[at] = block[first + r]),
-                n => rows.for_each(|(r, d)| {
+            let rows = dst.chunks_exact_mut(row);
+            match (block, n) {
+                (_, 0) => {}
+                (Part::Fill(v), _) => rows.for_each(|d| d[at..at + n].fill(*v)),
+                (Part::Data(block), 1) => {
+                    rows.enumerate().for_each(|(r, d)| d[at] = block[first + r])
+                }
+                (Part::Data(block), n) => rows.enumerate().for_each(|(r, d)| {
                     d[at..at + n].copy_from_slice(&block[(first + r) * n..][..n])
                 }),
             }

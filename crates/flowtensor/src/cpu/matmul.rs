@@ -7,6 +7,7 @@
 //! another with rayon idle; smaller ones, which matrixmultiply keeps on the
 //! calling thread, are spread over the batch with rayon.
 
+use super::tiled_gemm::{tiled_gemm, Strided, TiledGemm};
 use crate::layout::{Layout, Rows};
 use crate::Element;
 use rayon::prelude::*;
@@ -102,8 +103,10 @@ fn dot<T: Element>(x: &[T], y: &[T]) -> T {
 }
 
 /// `a @ b` for layouts `(..., m, k)` and `(..., k, n)` with equal batch
-/// dimensions; returns the contiguous `(..., m, n)` result.
-pub fn matmul<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+/// dimensions; returns the contiguous `(..., m, n)` result. A single
+/// product with a small `b` (a layer's weights) goes to the register-tiled
+/// kernel ([`TiledGemm`]), the rest to matrixmultiply.
+pub(crate) fn matmul<T: TiledGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
     let r = la.rank();
     let (m, k, n) = (la.shape()[r - 2], la.shape()[r - 1], lb.shape()[r - 1]);
     let batch_layout = |l: &Layout| {
@@ -153,7 +156,22 @@ pub fn matmul<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> 
         }
     };
     let spare = &mut out.spare_capacity_mut()[..batches * m * n];
-    if batches > 1 && !gemm_is_threaded(m, k, n) {
+    let operand = |p: &[T], o: usize, s: &[isize]| Strided {
+        // SAFETY: `o` is the offset of a matrix inside `p`.
+        ptr: unsafe { p.as_ptr().add(o) },
+        rs: s[r - 2],
+        cs: s[r - 1],
+    };
+    // SAFETY: as for `product`; the tiled kernel writes all of `spare` when
+    // it takes the product.
+    let tiled = batches == 1
+        && unsafe {
+            let (oa, ob) = (rows_a.base(0) as usize, rows_b.base(0) as usize);
+            tiled_gemm(m, k, n, operand(a, oa, sa), operand(b, ob, sb), spare)
+        };
+    if tiled {
+        // `spare` is written.
+    } else if batches > 1 && !gemm_is_threaded(m, k, n) {
         spare.par_chunks_mut(m * n).enumerate().for_each(product);
     } else {
         spare.chunks_mut(m * n).enumerate().for_each(product);

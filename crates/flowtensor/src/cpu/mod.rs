@@ -5,6 +5,7 @@ mod gather;
 mod kernels;
 mod math;
 pub(crate) mod matmul;
+mod tiled_gemm;
 
 pub(crate) use gather::split_at_dim;
 pub use kernels::PAR_THRESHOLD;

@@ -139,7 +139,7 @@ impl Tensor {
                     let zeros = |len: usize| {
                         let mut shape = out.shape().to_vec();
                         shape[dim] = len;
-                        Tensor::zeros(&shape, out.dtype(), out.device())
+                        Tensor::zeros_view(&shape, out.dtype(), out.device())
                     };
                     parts.push(zeros(before)?);
                     parts.push(out.clone());

@@ -6,8 +6,9 @@ use crate::layout::check_dim;
 use crate::{Error, Result, Tensor};
 
 impl Tensor {
-    /// The same elements in row-major order with another shape (a view when
-    /// contiguous, a copy otherwise).
+    /// The same elements in row-major order with another shape: a view when
+    /// the strides allow it (a contiguous tensor, or a narrow, transpose or
+    /// broadcast outside the dimensions merged or split), a copy otherwise.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if shape.iter().product::<usize>() != self.elem_count() {
             return Err(Error::shape(
@@ -16,10 +17,17 @@ impl Tensor {
                 "element counts differ",
             ));
         }
-        let src = self.contiguous()?;
-        let layout = src.layout().reshaped(shape).ok_or_else(|| {
-            Error::invalid("reshape", "internal: contiguous copy is not contiguous")
-        })?;
+        // a view when the strides allow it, else a view of a contiguous copy
+        let (src, layout) = match self.layout().reshaped(shape) {
+            Some(layout) => (self.clone(), layout),
+            None => {
+                let src = self.contiguous()?;
+                let layout = src.layout().reshaped(shape).ok_or_else(|| {
+                    Error::invalid("reshape", "internal: contiguous copy is not contiguous")
+                })?;
+                (src, layout)
+            }
+        };
         Ok(src.view_with(layout, || Op::Reshape(src.clone())))
     }
 
@@ -104,7 +112,7 @@ pub(crate) fn narrow_backward(x: &Tensor, g: &Tensor, dim: usize, start: usize) 
     let zeros = |len: usize| {
         let mut shape = g.shape().to_vec();
         shape[dim] = len;
-        Tensor::zeros(&shape, g.dtype(), g.device())
+        Tensor::zeros_view(&shape, g.dtype(), g.device())
     };
     let mut parts = Vec::with_capacity(3);
     if start > 0 {

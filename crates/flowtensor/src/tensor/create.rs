@@ -44,6 +44,13 @@ impl Tensor {
         Ok(Tensor::from_storage(storage, shape))
     }
 
+    /// Zeros of `shape` as a broadcast view of one stored zero (all strides
+    /// zero), for operands that are only read, such as the zero blocks
+    /// concatenated around a gradient.
+    pub(crate) fn zeros_view(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        Tensor::zeros(&vec![1; shape.len()], dtype, device)?.broadcast_as(shape)
+    }
+
     pub fn ones(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
         Tensor::full(1.0, shape, dtype, device)
     }

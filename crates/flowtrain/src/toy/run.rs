@@ -111,7 +111,12 @@ fn probe_device(device: Device) -> Result<()> {
 /// Trains and evaluates the run of `config` in `out` (created and locked
 /// while the run writes; its `figure.png`, `metrics.json` and
 /// `config.toml` are replaced atomically). `progress` shows a progress bar.
+/// Runs on a thread of the CPU kernels' pool (see [`flowtensor::in_pool`]).
 pub fn run(config: &ToyConfig, out: &Path, progress: bool) -> Result<ToyReport> {
+    flowtensor::in_pool(|| run_in_pool(config, out, progress))
+}
+
+fn run_in_pool(config: &ToyConfig, out: &Path, progress: bool) -> Result<ToyReport> {
     let config = config.resolved();
     config.check()?;
     probe_device(config.device)?;
