@@ -7,7 +7,7 @@
 // unary: 0 neg, 1 exp, 2 log, 3 log1p, 4 sqrt, 5 abs, 6 square, 7 tanh,
 //        8 sigmoid, 9 log_sigmoid, 10 softplus, 11 relu, 12 silu,
 //        13 powf(p0), 14 affine(x * p0 + p1), 15 clamp(p0, p1);
-// binary: 0 add, 1 sub, 2 mul, 3 div;
+// binary: 0 add, 1 sub, 2 mul, 3 div, 4 where_positive (a where b > 0, else 0);
 // compare: 0 eq, 1 ne, 2 lt, 3 le, 4 gt, 5 ge.
 
 template <typename T>
@@ -62,7 +62,8 @@ __device__ __forceinline__ T ft_binary(int op, T a, T b) {
         case 0: return a + b;
         case 1: return a - b;
         case 2: return a * b;
-        default: return a / b;
+        case 3: return a / b;
+        default: return b > T(0) ? a : T(0);
     }
 }
 

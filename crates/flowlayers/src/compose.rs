@@ -1,7 +1,7 @@
 //! Composition: a sequence of flows and the inverse of a flow.
 
 use crate::flow::{prefixed, Flow};
-use flowtensor::{Result, Tensor};
+use flowtensor::{profile, Result, Tensor};
 
 /// `f_n o ... o f_1`: forward applies the layers in order and sums their
 /// log-determinants; inverse applies their inverses in reverse order.
@@ -27,8 +27,9 @@ impl Flow for Sequential {
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let mut h = x.clone();
         let mut total: Option<Tensor> = None;
-        for layer in &self.layers {
-            let (next, logdet) = layer.forward(&h)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let name = format_args!("{i}:{}", layer.name());
+            let (next, logdet) = profile::scope(name, || layer.forward(&h))?;
             total = Some(match total {
                 Some(t) => t.add(&logdet)?,
                 None => logdet,

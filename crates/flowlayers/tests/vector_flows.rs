@@ -421,6 +421,17 @@ fn made_is_autoregressive() {
                 }
             }
         }
+        // the outputs one parameter at a time are the same numbers
+        let full = made.forward(&x, c.as_ref()).unwrap();
+        let by_param = made.forward_by_param(&x, c.as_ref()).unwrap();
+        assert_eq!(by_param.len(), params, "case {k}");
+        for (p, part) in by_param.iter().enumerate() {
+            let column = full.narrow(2, p, 1).unwrap().reshape(&[n, d]).unwrap();
+            assert!(
+                max_abs_diff(part, &column) < 1e-12,
+                "case {k}: parameter {p}"
+            );
+        }
         if let Some(c) = &c {
             // the context reaches every output, the first feature's included
             let other = gen.randn(&[n, context], F64, CPU).unwrap();

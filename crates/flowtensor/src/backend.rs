@@ -27,6 +27,17 @@ pub(crate) enum ConvPass {
     BackwardWeight,
 }
 
+impl ConvPass {
+    /// The profiler's name for the kernel.
+    pub fn profile_name(self) -> &'static str {
+        match self {
+            ConvPass::Forward => "conv2d",
+            ConvPass::BackwardData => "conv2d:input_grad",
+            ConvPass::BackwardWeight => "conv2d:weight_grad",
+        }
+    }
+}
+
 /// A draw of the Philox generator: `n` values from block `counter` of the
 /// stream keyed by `seed` (see [`crate::random`]).
 #[derive(Clone, Copy, Debug, PartialEq)]

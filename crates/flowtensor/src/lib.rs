@@ -26,6 +26,7 @@ mod layout;
 pub mod linalg;
 mod ops;
 mod pool;
+pub mod profile;
 pub mod random;
 mod storage;
 mod tensor;

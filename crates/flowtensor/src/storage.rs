@@ -9,6 +9,7 @@ use crate::cpu::CpuStorage;
 use crate::cuda::CudaStorage;
 use crate::layout::Layout;
 use crate::ops::kinds::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::profile::{timed, Allocated};
 use crate::{DType, Device, Error, Result};
 
 /// The memory behind a tensor, on one device.
@@ -63,9 +64,11 @@ impl Storage {
     }
 
     pub(crate) fn zeros(n: usize, dtype: DType, device: Device) -> Result<Storage> {
-        Ok(match device {
-            Device::Cpu => Storage::Cpu(CpuStorage::zeros(n, dtype)),
-            Device::Cuda(_) => Storage::Cuda(CudaStorage::zeros(n, dtype, device)?),
+        timed("zeros", || {
+            Ok(match device {
+                Device::Cpu => Storage::Cpu(CpuStorage::zeros(n, dtype)),
+                Device::Cuda(_) => Storage::Cuda(CudaStorage::zeros(n, dtype, device)?),
+            })
         })
     }
 
@@ -101,16 +104,22 @@ impl Storage {
         counter: u64,
         draw: Draw,
     ) -> Result<Storage> {
-        Ok(match device {
-            Device::Cpu => Storage::Cpu(CpuStorage::random(n, dtype, device, seed, counter, draw)?),
-            Device::Cuda(_) => {
-                Storage::Cuda(CudaStorage::random(n, dtype, device, seed, counter, draw)?)
-            }
+        timed("random", || {
+            Ok(match device {
+                Device::Cpu => {
+                    Storage::Cpu(CpuStorage::random(n, dtype, device, seed, counter, draw)?)
+                }
+                Device::Cuda(_) => {
+                    Storage::Cuda(CudaStorage::random(n, dtype, device, seed, counter, draw)?)
+                }
+            })
         })
     }
 
     pub(crate) fn unary(&self, l: &Layout, op: UnaryOp) -> Result<Storage> {
-        Ok(on_backend!(self, s => s.unary(l, op)?))
+        timed(op.profile_name(), || {
+            Ok(on_backend!(self, s => s.unary(l, op)?))
+        })
     }
 
     pub(crate) fn binary(
@@ -120,7 +129,9 @@ impl Storage {
         lb: &Layout,
         op: BinaryOp,
     ) -> Result<Storage> {
-        Ok(on_backend_pair!("binary", self, rhs, (a, b) => a.binary(la, b, lb, op)?))
+        timed(op.profile_name(), || {
+            Ok(on_backend_pair!("binary", self, rhs, (a, b) => a.binary(la, b, lb, op)?))
+        })
     }
 
     pub(crate) fn cmp(
@@ -130,7 +141,9 @@ impl Storage {
         lb: &Layout,
         op: CmpOp,
     ) -> Result<Storage> {
-        Ok(on_backend_pair!("cmp", self, rhs, (a, b) => a.cmp(la, b, lb, op)?))
+        timed(op.profile_name(), || {
+            Ok(on_backend_pair!("cmp", self, rhs, (a, b) => a.cmp(la, b, lb, op)?))
+        })
     }
 
     pub(crate) fn where_cond(
@@ -139,26 +152,32 @@ impl Storage {
         on_true: (&Storage, &Layout),
         on_false: (&Storage, &Layout),
     ) -> Result<Storage> {
-        Ok(match (self, on_true.0, on_false.0) {
-            (Storage::Cpu(m), Storage::Cpu(t), Storage::Cpu(f)) => {
-                Storage::Cpu(m.where_cond(lm, (t, on_true.1), (f, on_false.1))?)
-            }
-            (Storage::Cuda(m), Storage::Cuda(t), Storage::Cuda(f)) => {
-                Storage::Cuda(m.where_cond(lm, (t, on_true.1), (f, on_false.1))?)
-            }
-            (m, t, f) => {
-                let other = if t.device() != m.device() { t } else { f };
-                return Err(mismatch("where_cond", m, other));
-            }
+        timed("where", || {
+            Ok(match (self, on_true.0, on_false.0) {
+                (Storage::Cpu(m), Storage::Cpu(t), Storage::Cpu(f)) => {
+                    Storage::Cpu(m.where_cond(lm, (t, on_true.1), (f, on_false.1))?)
+                }
+                (Storage::Cuda(m), Storage::Cuda(t), Storage::Cuda(f)) => {
+                    Storage::Cuda(m.where_cond(lm, (t, on_true.1), (f, on_false.1))?)
+                }
+                (m, t, f) => {
+                    let other = if t.device() != m.device() { t } else { f };
+                    return Err(mismatch("where_cond", m, other));
+                }
+            })
         })
     }
 
     pub(crate) fn reduce(&self, l: &Layout, dims: &[usize], op: ReduceOp) -> Result<Storage> {
-        Ok(on_backend!(self, s => s.reduce(l, dims, op)?))
+        timed(op.profile_name(), || {
+            Ok(on_backend!(self, s => s.reduce(l, dims, op)?))
+        })
     }
 
     pub(crate) fn matmul(&self, la: &Layout, rhs: &Storage, lb: &Layout) -> Result<Storage> {
-        Ok(on_backend_pair!("matmul", self, rhs, (a, b) => a.matmul(la, b, lb)?))
+        timed("matmul", || {
+            Ok(on_backend_pair!("matmul", self, rhs, (a, b) => a.matmul(la, b, lb)?))
+        })
     }
 
     pub(crate) fn conv(
@@ -169,7 +188,9 @@ impl Storage {
         g: &ConvGeom,
         pass: ConvPass,
     ) -> Result<Storage> {
-        Ok(on_backend_pair!("conv2d", self, other, (a, b) => a.conv(l, b, lo, g, pass)?))
+        timed(pass.profile_name(), || {
+            Ok(on_backend_pair!("conv2d", self, other, (a, b) => a.conv(l, b, lo, g, pass)?))
+        })
     }
 
     pub(crate) fn conv_exp_fwd(
@@ -180,7 +201,7 @@ impl Storage {
         sg: &SeriesGeom,
         stop: Stop,
     ) -> Result<(Storage, Vec<usize>)> {
-        match (self, kernel) {
+        timed("conv_exp", || match (self, kernel) {
             (Storage::Cpu(x), Storage::Cpu(k)) => {
                 let (y, n) = x.conv_exp_fwd(l, k, lk, sg, stop)?;
                 Ok((Storage::Cpu(y), n))
@@ -190,7 +211,7 @@ impl Storage {
                 Ok((Storage::Cuda(y), n))
             }
             (a, b) => Err(mismatch("conv_exp", a, b)),
-        }
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -205,7 +226,7 @@ impl Storage {
         counts: &[usize],
         want_kernel: bool,
     ) -> Result<(Storage, Option<Storage>)> {
-        match (self, kernel, g) {
+        timed("conv_exp_backward", || match (self, kernel, g) {
             (Storage::Cpu(x), Storage::Cpu(k), Storage::Cpu(g)) => {
                 let (dx, dk) = x.conv_exp_bwd(l, k, lk, g, lg, sg, counts, want_kernel)?;
                 Ok((Storage::Cpu(dx), dk.map(Storage::Cpu)))
@@ -218,47 +239,53 @@ impl Storage {
                 let other = if k.device() != x.device() { k } else { g };
                 Err(mismatch("conv_exp backward", x, other))
             }
-        }
+        })
     }
 
     pub(crate) fn copy_strided(&self, l: &Layout) -> Result<Storage> {
-        Ok(on_backend!(self, s => s.copy_strided(l)?))
+        timed("copy_strided", || {
+            Ok(on_backend!(self, s => s.copy_strided(l)?))
+        })
     }
 
     pub(crate) fn cat(parts: &[(&Storage, &Layout)], dim: usize) -> Result<Storage> {
-        let first = parts
-            .first()
-            .ok_or_else(|| Error::invalid("cat", "needs at least one tensor"))?
-            .0;
-        if let Some((other, _)) = parts.iter().find(|(s, _)| s.device() != first.device()) {
-            return Err(mismatch("cat", first, other));
-        }
-        Ok(match first {
-            Storage::Cpu(_) => {
-                let cpu: Vec<(&CpuStorage, &Layout)> = parts
-                    .iter()
-                    .filter_map(|(s, l)| match s {
-                        Storage::Cpu(c) => Some((c, *l)),
-                        Storage::Cuda(_) => None,
-                    })
-                    .collect();
-                Storage::Cpu(CpuStorage::cat(&cpu, dim)?)
+        timed("cat", || {
+            let first = parts
+                .first()
+                .ok_or_else(|| Error::invalid("cat", "needs at least one tensor"))?
+                .0;
+            if let Some((other, _)) = parts.iter().find(|(s, _)| s.device() != first.device()) {
+                return Err(mismatch("cat", first, other));
             }
-            Storage::Cuda(_) => {
-                let cuda: Vec<(&CudaStorage, &Layout)> = parts
-                    .iter()
-                    .filter_map(|(s, l)| match s {
-                        Storage::Cuda(c) => Some((c, *l)),
-                        Storage::Cpu(_) => None,
-                    })
-                    .collect();
-                Storage::Cuda(CudaStorage::cat(&cuda, dim)?)
-            }
+            Ok(match first {
+                Storage::Cpu(_) => {
+                    let cpu: Vec<(&CpuStorage, &Layout)> = parts
+                        .iter()
+                        .filter_map(|(s, l)| match s {
+                            Storage::Cpu(c) => Some((c, *l)),
+                            Storage::Cuda(_) => None,
+                        })
+                        .collect();
+                    Storage::Cpu(CpuStorage::cat(&cpu, dim)?)
+                }
+                Storage::Cuda(_) => {
+                    let cuda: Vec<(&CudaStorage, &Layout)> = parts
+                        .iter()
+                        .filter_map(|(s, l)| match s {
+                            Storage::Cuda(c) => Some((c, *l)),
+                            Storage::Cpu(_) => None,
+                        })
+                        .collect();
+                    Storage::Cuda(CudaStorage::cat(&cuda, dim)?)
+                }
+            })
         })
     }
 
     pub(crate) fn index_select(&self, l: &Layout, dim: usize, idx: &[usize]) -> Result<Storage> {
-        Ok(on_backend!(self, s => s.index_select(l, dim, idx)?))
+        timed("index_select", || {
+            Ok(on_backend!(self, s => s.index_select(l, dim, idx)?))
+        })
     }
 
     pub(crate) fn index_add(
@@ -268,11 +295,13 @@ impl Storage {
         idx: &[usize],
         size: usize,
     ) -> Result<Storage> {
-        Ok(on_backend!(self, s => s.index_add(l, dim, idx, size)?))
+        timed("index_add", || {
+            Ok(on_backend!(self, s => s.index_add(l, dim, idx, size)?))
+        })
     }
 
     pub(crate) fn cumsum(&self, l: &Layout, dim: usize) -> Result<Storage> {
-        Ok(on_backend!(self, s => s.cumsum(l, dim)?))
+        timed("cumsum", || Ok(on_backend!(self, s => s.cumsum(l, dim)?)))
     }
 
     pub(crate) fn gather(
@@ -282,11 +311,11 @@ impl Storage {
         li: &Layout,
         dim: usize,
     ) -> Result<Storage> {
-        match (self, index) {
+        timed("take_along_dim", || match (self, index) {
             (Storage::Cpu(x), Storage::Cpu(i)) => Ok(Storage::Cpu(x.gather(l, i, li, dim)?)),
             (Storage::Cuda(x), Storage::Cuda(i)) => Ok(Storage::Cuda(x.gather(l, i, li, dim)?)),
             (a, b) => Err(mismatch("take_along_dim", a, b)),
-        }
+        })
     }
 
     pub(crate) fn scatter_add(
@@ -297,7 +326,7 @@ impl Storage {
         dim: usize,
         size: usize,
     ) -> Result<Storage> {
-        match (self, index) {
+        timed("scatter_add", || match (self, index) {
             (Storage::Cpu(g), Storage::Cpu(i)) => {
                 Ok(Storage::Cpu(g.scatter_add(l, i, li, dim, size)?))
             }
@@ -305,7 +334,7 @@ impl Storage {
                 Ok(Storage::Cuda(g.scatter_add(l, i, li, dim, size)?))
             }
             (a, b) => Err(mismatch("take_along_dim backward", a, b)),
-        }
+        })
     }
 
     pub(crate) fn searchsorted(
@@ -315,7 +344,7 @@ impl Storage {
         lv: &Layout,
         right: bool,
     ) -> Result<Storage> {
-        match (self, values) {
+        timed("searchsorted", || match (self, values) {
             (Storage::Cpu(s), Storage::Cpu(v)) => {
                 Ok(Storage::Cpu(s.searchsorted(l, v, lv, right)?))
             }
@@ -323,11 +352,13 @@ impl Storage {
                 Ok(Storage::Cuda(s.searchsorted(l, v, lv, right)?))
             }
             (a, b) => Err(mismatch("searchsorted", a, b)),
-        }
+        })
     }
 
     pub(crate) fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Storage> {
-        Ok(on_backend!(self, s => s.to_dtype(l, dtype)?))
+        timed("to_dtype", || {
+            Ok(on_backend!(self, s => s.to_dtype(l, dtype)?))
+        })
     }
 
     pub(crate) fn write_range(
@@ -336,11 +367,11 @@ impl Storage {
         src: &Storage,
         ls: &Layout,
     ) -> Result<()> {
-        match (self, src) {
+        timed("write_range", || match (self, src) {
             (Storage::Cpu(d), Storage::Cpu(s)) => d.write_range(dst, s, ls),
             (Storage::Cuda(d), Storage::Cuda(s)) => d.write_range(dst, s, ls),
             (d, s) => Err(mismatch("set_data", d, s)),
-        }
+        })
     }
 
     pub(crate) fn dft(
@@ -351,7 +382,9 @@ impl Storage {
         inverse: bool,
         scale: f64,
     ) -> Result<Storage> {
-        Ok(on_backend!(self, s => s.dft(l, cshape, dims, inverse, scale)?))
+        timed("dft", || {
+            Ok(on_backend!(self, s => s.dft(l, cshape, dims, inverse, scale)?))
+        })
     }
 
     pub(crate) fn quadrant_solve(
@@ -361,9 +394,11 @@ impl Storage {
         lk: &Layout,
         geom: SolveGeom,
     ) -> Result<Storage> {
-        Ok(
-            on_backend_pair!("quadrant_solve", self, kernel, (y, k) => y.quadrant_solve(l, k, lk, geom)?),
-        )
+        timed("quadrant_solve", || {
+            Ok(
+                on_backend_pair!("quadrant_solve", self, kernel, (y, k) => y.quadrant_solve(l, k, lk, geom)?),
+            )
+        })
     }
 
     /// The host data, when the storage is in host memory.
@@ -387,5 +422,21 @@ pub(crate) fn same_device(op: &'static str, a: Device, b: Device) -> Result<()> 
         Ok(())
     } else {
         Err(Error::DeviceMismatch { op, lhs: a, rhs: b })
+    }
+}
+
+impl Allocated for Storage {
+    fn allocated(&self) -> usize {
+        let len = match self {
+            Storage::Cpu(s) => s.len(),
+            Storage::Cuda(s) => s.len(),
+        };
+        len * self.dtype().size_in_bytes()
+    }
+}
+
+impl Allocated for Option<Storage> {
+    fn allocated(&self) -> usize {
+        self.as_ref().map_or(0, Allocated::allocated)
     }
 }

@@ -219,11 +219,14 @@ fn binary_ops_compare_and_where() {
         let a = randn(&[4, 1, 6], dt, 5);
         let b = randn(&[3, 1], dt, 6).add_scalar(3.0).unwrap();
         type F = fn(&Tensor, &Tensor) -> flowtensor::Result<Tensor>;
-        let ops: [(&str, F); 10] = [
+        let ops: [(&str, F); 11] = [
             ("add", |a, b| a.add(b)),
             ("sub", |a, b| a.sub(b)),
             ("mul", |a, b| a.mul(b)),
             ("div", |a, b| a.div(b)),
+            ("where_positive", |a, b| {
+                a.where_positive(&b.add_scalar(-3.0)?)
+            }),
             ("eq", |a, b| a.eq(b)),
             ("ne", |a, b| a.ne(b)),
             ("lt", |a, b| a.lt(b)),

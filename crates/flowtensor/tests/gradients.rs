@@ -104,6 +104,20 @@ binary_checks! {
 }
 
 #[test]
+fn where_positive() {
+    // the gate away from 0, so finite differences do not cross it (its
+    // gradient is 0); broadcast both ways
+    check(
+        |xs| xs[0].where_positive(&xs[1]),
+        &[randn(&[2, 4], 35), away_from_zero(&[3, 1, 4], 36)],
+    );
+    let a = Tensor::from_vec(vec![1.0, f64::NAN, f64::INFINITY, 4.0], &[4], Device::Cpu).unwrap();
+    let gate = Tensor::from_vec(vec![0.5, -1.0, 0.0, 2.0], &[4], Device::Cpu).unwrap();
+    let out = a.where_positive(&gate).unwrap().to_vec_f64().unwrap();
+    assert_eq!(out, [1.0, 0.0, 0.0, 4.0]);
+}
+
+#[test]
 fn where_cond() {
     let mask = randn(&[3, 1, 4], 30).gt_scalar(0.0).unwrap();
     check(

@@ -6,7 +6,7 @@ use crate::files::write_atomic;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One evaluation, a line of `metrics.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -225,4 +225,47 @@ pub fn write_grid(path: &Path, images: &[u8], [c, h, w]: [usize; 3], cols: usize
     writer.write_image_data(&canvas).map_err(png_err)?;
     writer.finish().map_err(png_err)?;
     write_atomic(path, &bytes)
+}
+
+/// One row of `profile.json`.
+#[derive(Serialize)]
+struct ProfileRow<'a> {
+    scope: &'a str,
+    phase: &'static str,
+    op: &'a str,
+    calls: u64,
+    ms: f64,
+    bytes: u64,
+}
+
+/// `profile.json` in `dir` (every (scope, phase, op) row and the time
+/// outside ops), with the table printed to stderr; returns the path.
+pub fn write_profile(dir: &Path, profile: &flowtensor::profile::Profile) -> Result<PathBuf> {
+    #[derive(Serialize)]
+    struct ProfileFile<'a> {
+        wall_ms: f64,
+        outside_ops_ms: f64,
+        rows: Vec<ProfileRow<'a>>,
+    }
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let file = ProfileFile {
+        wall_ms: ms(profile.wall),
+        outside_ops_ms: ms(profile.outside_ops()),
+        rows: profile
+            .entries
+            .iter()
+            .map(|e| ProfileRow {
+                scope: &e.scope,
+                phase: e.phase.name(),
+                op: e.op,
+                calls: e.calls,
+                ms: ms(e.time),
+                bytes: e.bytes,
+            })
+            .collect(),
+    };
+    let path = dir.join("profile.json");
+    write_json(&path, &file)?;
+    eprint!("{}", profile.table());
+    Ok(path)
 }

@@ -19,7 +19,7 @@ use crate::optim::{clip_factor, Optimizer, Polyak};
 use crate::report::{self, Evaluation, Summary, TrainingCurve};
 use crate::sampling;
 use crate::spikes::SpikeDetector;
-use flowtensor::{no_grad, Device, Generator, GeneratorState, Tensor};
+use flowtensor::{no_grad, profile, Device, Generator, GeneratorState, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -414,14 +414,16 @@ impl Trainer {
                 .map(|u| u.into_iter().map(|v| v < 0.5).collect())
                 .unwrap_or_default()
         });
-        let x = images_tensor(
-            &self.data.train,
-            &indices,
-            config.n_bits,
-            flips.as_deref(),
-            DTYPE,
-            config.device,
-        )?;
+        let x = profile::scope("data", || {
+            images_tensor(
+                &self.data.train,
+                &indices,
+                config.n_bits,
+                flips.as_deref(),
+                DTYPE,
+                config.device,
+            )
+        })?;
         self.model.set_training(true);
         let ll = self.model.elbo(&x, &mut self.noise)?;
         let loss = ll
@@ -433,13 +435,15 @@ impl Trainer {
         }
         self.optimizer.zero_grad();
         loss.backward()?;
-        let norm = self.optimizer.grad_norm()?;
+        let norm = profile::scope("optimizer", || self.optimizer.grad_norm())?;
         if !norm.is_finite() {
             return Err(self.non_finite(norm));
         }
         let lr = config.schedule().lr(self.step);
-        self.optimizer
-            .step(lr, clip_factor(norm, config.max_grad_norm))?;
+        profile::scope("optimizer", || {
+            self.optimizer
+                .step(lr, clip_factor(norm, config.max_grad_norm))
+        })?;
         if let Some(polyak) = &self.polyak {
             polyak.update(self.optimizer.params())?;
         }
@@ -502,6 +506,7 @@ impl Trainer {
         );
         bar.set_position(self.step);
         let images_per_step = self.config.batch_size as f64;
+        let session = flowtensor::profile::from_env();
         while self.step < until {
             let start = Instant::now();
             let bpd = self.train_step()?;
@@ -525,11 +530,14 @@ impl Trainer {
                 self.save_checkpoint()?;
             }
             if self.evaluation_due() {
-                let line = self.record_evaluation()?;
+                let line = profile::scope("evaluation", || self.record_evaluation())?;
                 bar.println(line);
             }
         }
         bar.finish_and_clear();
+        if let Some(session) = session {
+            report::write_profile(&self.run_dir, &session.finish())?;
+        }
         Ok(())
     }
 

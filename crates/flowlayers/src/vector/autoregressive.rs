@@ -6,7 +6,7 @@ use super::nn::{Made, MadeConfig, MadeOrder};
 use super::{check_context, check_vector};
 use crate::flow::{prefixed, Flow};
 use crate::layers::ScaleFn;
-use flowtensor::{DType, Device, Generator, Result, Tensor};
+use flowtensor::{DType, Device, Error, Generator, Result, Tensor};
 
 const NAME: &str = "MaskedAutoregressive";
 
@@ -86,10 +86,10 @@ impl MaskedAutoregressive {
 
     /// The shift and log-scale `(N, D)` given `x`.
     fn params(&self, x: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
-        let h = self.made.forward(x, context)?;
-        let shape = [x.shape()[0], self.features];
-        let shift = h.narrow(2, 0, 1)?.reshape(&shape)?;
-        let raw = h.narrow(2, 1, 1)?.reshape(&shape)?;
+        let mut params = self.made.forward_by_param(x, context)?.into_iter();
+        let missing = || Error::invalid(NAME, "its MADE gives fewer than 2 parameters");
+        let shift = params.next().ok_or_else(missing)?;
+        let raw = params.next().ok_or_else(missing)?;
         Ok((shift, self.scale.log_scale(&raw)?))
     }
 }

@@ -424,23 +424,78 @@ impl Made {
     /// The outputs `(N, D, P)` for `x` `(N, D)` and the context `(N, C)`
     /// (required iff the MADE was built with context features).
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        let (h, output, direct) = self.hidden(x, context)?;
+        let n = x.shape()[0];
+        let mut out = output.forward(&h)?;
+        if let Some(c) = direct {
+            out = out.add(&c)?;
+        }
+        out.reshape(&[n, self.config.features, self.config.params_per_feature])
+    }
+
+    /// The same outputs as `P` tensors `(N, D)`, output `p` holding
+    /// `forward(x)[.., p]`, from one product with the output layer's rows
+    /// ordered by parameter: each output is a block of `D` contiguous values
+    /// per row, so a flow that reads the parameters separately (MAF's shift
+    /// and log-scale) runs its elementwise passes, and their gradients, on
+    /// whole rows rather than on every `P`-th value.
+    pub fn forward_by_param(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        let (h, output, direct) = self.hidden(x, context)?;
+        let (n, d, p) = (
+            x.shape()[0],
+            self.config.features,
+            self.config.params_per_feature,
+        );
+        let inputs = output.linear.in_features;
+        // unit (i, k) of the output layer moves from row i P + k to k D + i
+        let by_param = |t: &Tensor, inner: usize| -> Result<Tensor> {
+            t.reshape(&[d, p, inner])?
+                .transpose(0, 1)?
+                .reshape(&[p * d, inner])
+        };
+        let weight = by_param(&output.linear.weight.mul(&output.mask)?, inputs)?;
+        let bias = by_param(&output.linear.bias, 1)?.reshape(&[p * d])?;
+        let mut out = h.matmul(&weight.transpose(0, 1)?)?.add(&bias)?;
+        if let Some(c) = direct {
+            out = out.add(
+                &c.reshape(&[n, d, p])?
+                    .transpose(1, 2)?
+                    .reshape(&[n, p * d])?,
+            )?;
+        }
+        (0..p).map(|k| out.narrow(1, k * d, d)).collect()
+    }
+
+    /// The last hidden layer's activations `(N, H)` (or `x` without hidden
+    /// layers), the output layer, and without hidden layers the context's
+    /// term `(N, D P)` to add to the output.
+    fn hidden(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+    ) -> Result<(Tensor, &MaskedLinear, Option<Tensor>)> {
         check_features("Made", self.config.features, x)?;
         let n = x.shape()[0];
         check_context("Made", self.config.context_features, n, x.dtype(), context)?;
+        let (output, hidden) = self
+            .layers
+            .split_last()
+            .ok_or_else(|| Error::invalid("Made", "has no layers"))?;
         let mut h = x.clone();
-        let last = self.layers.len() - 1;
-        for (l, layer) in self.layers.iter().enumerate() {
+        for (l, layer) in hidden.iter().enumerate() {
             h = layer.forward(&h)?;
             if l == 0 {
                 if let (Some(net), Some(c)) = (&self.context, context) {
                     h = h.add(&net.forward(c)?)?;
                 }
             }
-            if l < last {
-                h = self.config.activation.apply(&h)?;
-            }
+            h = self.config.activation.apply(&h)?;
         }
-        h.reshape(&[n, self.config.features, self.config.params_per_feature])
+        let direct = match (&self.context, context) {
+            (Some(net), Some(c)) if hidden.is_empty() => Some(net.forward(c)?),
+            _ => None,
+        };
+        Ok((h, output, direct))
     }
 
     /// The configuration it was built with.

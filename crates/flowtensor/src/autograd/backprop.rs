@@ -4,6 +4,7 @@
 use super::op::Op;
 use crate::conv;
 use crate::ops::{binary, copy, gather, matmul, reduce, unary, view};
+use crate::profile::{self, Phase};
 use crate::{no_grad, Error, Result, Tensor, TensorId};
 use std::collections::{HashMap, HashSet};
 
@@ -141,30 +142,35 @@ fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>
 
 /// Runs backward from `root` (seeded with ones) and returns the leaf gradients.
 pub(crate) fn backward(root: &Tensor) -> Result<GradStore> {
-    no_grad(|| {
-        let mut pending = GradStore::default();
-        let mut leaves = GradStore::default();
-        if !root.requires_grad() {
-            return Ok(leaves);
-        }
-        pending.accumulate(root, root.ones_like()?)?;
-        for node in topological_order(root) {
-            let Some(g) = pending.remove(&node) else {
-                continue;
-            };
-            match node.op() {
-                None => leaves.accumulate(&node, g)?,
-                Some(op) => {
-                    let grads = backward_rule(op, &node, &g)?;
-                    drop(g);
-                    for (input, grad) in op.inputs().into_iter().zip(grads) {
-                        if let (true, Some(grad)) = (input.requires_grad(), grad) {
-                            pending.accumulate(input, grad)?;
-                        }
+    let outer = profile::current_scope();
+    profile::with_scope(outer, Phase::Backward, || no_grad(|| backward_pass(root)))
+}
+
+fn backward_pass(root: &Tensor) -> Result<GradStore> {
+    let mut pending = GradStore::default();
+    let mut leaves = GradStore::default();
+    if !root.requires_grad() {
+        return Ok(leaves);
+    }
+    pending.accumulate(root, root.ones_like()?)?;
+    for node in topological_order(root) {
+        let Some(g) = pending.remove(&node) else {
+            continue;
+        };
+        match node.op() {
+            None => leaves.accumulate(&node, g)?,
+            Some(op) => {
+                let scope = node.profile_scope().cloned().unwrap_or_else(|| "".into());
+                let grads =
+                    profile::with_scope(scope, Phase::Backward, || backward_rule(op, &node, &g))?;
+                drop(g);
+                for (input, grad) in op.inputs().into_iter().zip(grads) {
+                    if let (true, Some(grad)) = (input.requires_grad(), grad) {
+                        pending.accumulate(input, grad)?;
                     }
                 }
             }
         }
-        Ok(leaves)
-    })
+    }
+    Ok(leaves)
 }

@@ -1,7 +1,7 @@
 //! Copying kernels: concatenation, index selection and its adjoint.
 
 use super::gather::split_at_dim;
-use super::kernels::{map, min_rows_per_task, PAR_THRESHOLD};
+use super::kernels::{filled_rows, map, min_rows_per_task, PAR_THRESHOLD};
 use crate::layout::Layout;
 use crate::Element;
 use rayon::prelude::*;
@@ -17,11 +17,10 @@ pub fn contiguous<'a, T: Element>(src: &'a [T], layout: &Layout) -> Cow<'a, [T]>
 
 /// Concatenation along `dim` of parts whose other dimensions agree: each
 /// output row (one index of the dimensions before `dim`) is the parts' rows
-/// side by side. Rows are written in place (in parallel from
-/// [`PAR_THRESHOLD`] elements); single-element pieces, as in the gradient of
-/// a narrow of the last dimension, are assigned rather than copied, and a
-/// part that broadcasts one element (all strides zero, as the zeros around
-/// a narrow's gradient) is filled with it rather than read.
+/// side by side. Rows are written in place, each element once (in parallel
+/// from [`PAR_THRESHOLD`] elements); a part that broadcasts one element (all
+/// strides zero, as the zeros around a narrow's gradient) is filled with it
+/// rather than read.
 pub fn cat<T: Element>(parts: &[(&[T], &Layout)], dim: usize) -> Vec<T> {
     enum Part<'a, T: Clone> {
         Data(Cow<'a, [T]>),
@@ -40,11 +39,14 @@ pub fn cat<T: Element>(parts: &[(&[T], &Layout)], dim: usize) -> Vec<T> {
         })
         .collect();
     let row: usize = blocks.iter().map(|(_, inner)| inner).sum();
-    let mut out = vec![T::zero(); outer * row];
-    // groups of rows, each filled part by part: short rows (a part of one
-    // element, as in a narrow's gradient) cost a strided store, not a task
+    if row == 0 {
+        return Vec::new();
+    }
+    // groups of rows, each written part by part (every element once): short
+    // rows (a part of one element, as in a narrow's gradient) cost a strided
+    // store, not a task
     let group = min_rows_per_task(row);
-    by_rows(&mut out, row * group, |g, dst| {
+    filled_rows(outer * row, row * group, |(g, dst)| {
         let first = g * group;
         let mut at = 0;
         for (block, inner) in &blocks {
@@ -52,18 +54,21 @@ pub fn cat<T: Element>(parts: &[(&[T], &Layout)], dim: usize) -> Vec<T> {
             let rows = dst.chunks_exact_mut(row);
             match (block, n) {
                 (_, 0) => {}
-                (Part::Fill(v), _) => rows.for_each(|d| d[at..at + n].fill(*v)),
-                (Part::Data(block), 1) => {
-                    rows.enumerate().for_each(|(r, d)| d[at] = block[first + r])
-                }
+                (Part::Fill(v), _) => rows.for_each(|d| {
+                    d[at..at + n].iter_mut().for_each(|o| {
+                        o.write(*v);
+                    })
+                }),
                 (Part::Data(block), n) => rows.enumerate().for_each(|(r, d)| {
-                    d[at..at + n].copy_from_slice(&block[(first + r) * n..][..n])
+                    let src = &block[(first + r) * n..][..n];
+                    d[at..at + n].iter_mut().zip(src).for_each(|(o, &x)| {
+                        o.write(x);
+                    })
                 }),
             }
             at += n;
         }
-    });
-    out
+    })
 }
 
 /// Runs `fill(o, dst)` for every output row `o` of `row` elements, in

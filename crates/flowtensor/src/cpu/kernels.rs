@@ -25,7 +25,7 @@ fn at(base: isize, k: usize, stride: isize) -> usize {
 /// every element of row `r` (rows of `row_len`, the last one possibly
 /// shorter); rows are filled in parallel from [`PAR_THRESHOLD`] elements.
 /// The buffer is not zeroed first (it would be written twice).
-fn filled_rows<U, F>(n: usize, row_len: usize, fill: F) -> Vec<U>
+pub(crate) fn filled_rows<U, F>(n: usize, row_len: usize, fill: F) -> Vec<U>
 where
     U: Copy + Send,
     F: Fn((usize, &mut [MaybeUninit<U>])) + Sync + Send,

@@ -97,6 +97,10 @@ fn binary_kernel<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout, op: Bin
         BinaryOp::Sub => zip_map(a, la, b, lb, |x, y| x - y),
         BinaryOp::Mul => zip_map(a, la, b, lb, |x, y| x * y),
         BinaryOp::Div => zip_map(a, la, b, lb, |x, y| x / y),
+        BinaryOp::WherePositive => {
+            let zero = T::zero();
+            zip_map(a, la, b, lb, move |x, y| if y > zero { x } else { zero })
+        }
     }
 }
 

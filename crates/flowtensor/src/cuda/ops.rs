@@ -41,6 +41,7 @@ fn binary_code(op: BinaryOp) -> i32 {
         BinaryOp::Sub => 1,
         BinaryOp::Mul => 2,
         BinaryOp::Div => 3,
+        BinaryOp::WherePositive => 4,
     }
 }
 

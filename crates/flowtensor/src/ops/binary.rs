@@ -52,6 +52,12 @@ impl Tensor {
     pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
         self.binary(rhs, BinaryOp::Div, "div")
     }
+    /// `self` where `gate > 0`, 0 elsewhere (NaN and infinities included):
+    /// the gradient of ReLU, `g.where_positive(x)`, in one pass. The
+    /// gradient flows to `self` only (the gate is piecewise constant).
+    pub fn where_positive(&self, gate: &Tensor) -> Result<Tensor> {
+        self.binary(gate, BinaryOp::WherePositive, "where_positive")
+    }
 
     fn compare(&self, rhs: &Tensor, op: CmpOp) -> Result<Tensor> {
         let (a, b) = broadcast_pair("compare", self, rhs)?;
@@ -133,6 +139,10 @@ pub(crate) fn backward(
             let gb = when(need_b, &|| ga.mul(y)?.neg())?;
             (need_a.then_some(ga), gb)
         }
+        BinaryOp::WherePositive => (
+            when(need_a, &|| g.where_positive(b))?,
+            when(need_b, &|| g.zeros_like())?,
+        ),
     })
 }
 

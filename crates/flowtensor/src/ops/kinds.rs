@@ -37,6 +37,8 @@ pub enum BinaryOp {
     Sub,
     Mul,
     Div,
+    /// `a` where `b > 0`, 0 elsewhere (the gradient of ReLU in one pass).
+    WherePositive,
 }
 
 /// Comparisons, producing masks of 1 (true) and 0 (false) in the operands' dtype.
@@ -56,4 +58,66 @@ pub enum ReduceOp {
     Sum,
     Max,
     Min,
+}
+
+impl UnaryOp {
+    /// The profiler's name for the op (`"unary:exp"`).
+    pub fn profile_name(&self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "unary:neg",
+            UnaryOp::Exp => "unary:exp",
+            UnaryOp::Log => "unary:log",
+            UnaryOp::Log1p => "unary:log1p",
+            UnaryOp::Sqrt => "unary:sqrt",
+            UnaryOp::Abs => "unary:abs",
+            UnaryOp::Square => "unary:square",
+            UnaryOp::Tanh => "unary:tanh",
+            UnaryOp::Sigmoid => "unary:sigmoid",
+            UnaryOp::LogSigmoid => "unary:log_sigmoid",
+            UnaryOp::Softplus => "unary:softplus",
+            UnaryOp::Relu => "unary:relu",
+            UnaryOp::Silu => "unary:silu",
+            UnaryOp::Powf(_) => "unary:powf",
+            UnaryOp::Affine { .. } => "unary:affine",
+            UnaryOp::Clamp { .. } => "unary:clamp",
+        }
+    }
+}
+
+impl BinaryOp {
+    /// The profiler's name for the op (`"binary:mul"`).
+    pub fn profile_name(&self) -> &'static str {
+        match self {
+            BinaryOp::Add => "binary:add",
+            BinaryOp::Sub => "binary:sub",
+            BinaryOp::Mul => "binary:mul",
+            BinaryOp::Div => "binary:div",
+            BinaryOp::WherePositive => "binary:where_positive",
+        }
+    }
+}
+
+impl CmpOp {
+    /// The profiler's name for the op (`"cmp:gt"`).
+    pub fn profile_name(&self) -> &'static str {
+        match self {
+            CmpOp::Eq => "cmp:eq",
+            CmpOp::Ne => "cmp:ne",
+            CmpOp::Lt => "cmp:lt",
+            CmpOp::Le => "cmp:le",
+            CmpOp::Gt => "cmp:gt",
+            CmpOp::Ge => "cmp:ge",
+        }
+    }
+}
+
+impl ReduceOp {
+    /// The profiler's name for the op (`"reduce:sum"`).
+    pub fn profile_name(&self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "reduce:sum",
+            ReduceOp::Max => "reduce:max",
+            ReduceOp::Min => "reduce:min",
+        }
+    }
 }

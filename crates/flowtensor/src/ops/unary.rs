@@ -100,7 +100,7 @@ pub(crate) fn backward(x: &Tensor, y: &Tensor, g: &Tensor, op: UnaryOp) -> Resul
         UnaryOp::Sigmoid => g.mul(&y.mul(&y.affine(-1.0, 1.0)?)?),
         UnaryOp::LogSigmoid => g.mul(&x.neg()?.sigmoid()?),
         UnaryOp::Softplus => g.mul(&x.sigmoid()?),
-        UnaryOp::Relu => g.mul(&x.gt_scalar(0.0)?),
+        UnaryOp::Relu => g.where_positive(x),
         UnaryOp::Silu => {
             let s = x.sigmoid()?;
             // d/dx x s(x) = s (1 + x (1 - s))

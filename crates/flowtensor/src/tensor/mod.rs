@@ -38,6 +38,8 @@ struct Inner {
     requires_grad: bool,
     /// Accumulated gradient; only leaves that require grad use it.
     grad: Mutex<Option<Tensor>>,
+    /// The profiler scope the op was recorded in (only while profiling).
+    scope: Option<Arc<str>>,
 }
 
 impl Tensor {
@@ -60,6 +62,7 @@ impl Tensor {
             op,
             requires_grad,
             grad: Mutex::new(None),
+            scope: None,
         }))
     }
 
@@ -101,7 +104,18 @@ impl Tensor {
     ) -> Tensor {
         let track = is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
         let op = track.then(op);
-        Tensor::build(storage, layout, op, track)
+        let mut t = Tensor::build(storage, layout, op, track);
+        if track && crate::profile::is_running() {
+            if let Some(inner) = Arc::get_mut(&mut t.0) {
+                inner.scope = Some(crate::profile::current_scope());
+            }
+        }
+        t
+    }
+
+    /// The profiler scope this tensor's op was recorded in.
+    pub(crate) fn profile_scope(&self) -> Option<&Arc<str>> {
+        self.0.scope.as_ref()
     }
 
     pub fn id(&self) -> TensorId {

@@ -11,9 +11,9 @@ use crate::data::toys::Toy;
 use crate::error::{Result, TrainError};
 use crate::files::{write_atomic, RunLock};
 use crate::optim::{clip_factor, Optimizer};
-use crate::report::write_json;
+use crate::report::{write_json, write_profile};
 use flowlayers::{Base, Flow, FlowDistribution, StandardNormal};
-use flowtensor::{no_grad, DType, Device, Generator, Tensor};
+use flowtensor::{no_grad, profile, DType, Device, Generator, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -241,14 +241,16 @@ fn update(optimizer: &mut Optimizer, config: &ToyConfig, loss: &Tensor, step: u6
     }
     optimizer.zero_grad();
     loss.backward()?;
-    let norm = optimizer.grad_norm()?;
-    if !norm.is_finite() {
-        return Err(non_finite(norm));
-    }
-    optimizer.step(
-        config.schedule().lr(step),
-        clip_factor(norm, config.max_grad_norm),
-    )?;
+    profile::scope("optimizer", || {
+        let norm = optimizer.grad_norm()?;
+        if !norm.is_finite() {
+            return Err(non_finite(norm));
+        }
+        optimizer.step(
+            config.schedule().lr(step),
+            clip_factor(norm, config.max_grad_norm),
+        )
+    })?;
     Ok(value)
 }
 
@@ -336,8 +338,9 @@ fn fit_density(
     let total = config.total_steps();
     let bar = progress_bar(total, progress);
     let mut seconds = 0.0;
+    let session = profile::from_env();
     for step in 0..total {
-        let x = data.batch(config, step)?.tensor(dtype, device)?;
+        let x = profile::scope("data", || data.batch(config, step)?.tensor(dtype, device))?;
         let start = Instant::now();
         let loss = dist.log_prob(&x)?.mean_all()?.neg()?;
         let value = update(&mut optimizer, config, &loss, step)?;
@@ -345,12 +348,17 @@ fn fit_density(
         bar.set_position(step + 1);
         bar.set_message(format!("nll {value:.4}"));
         if (step + 1) % config.eval_every == 0 || step + 1 == total {
-            let nll = mean_negative(&log_prob(&dist, &data.test, dtype, device)?);
+            let nll = profile::scope("evaluation", || {
+                Ok::<_, TrainError>(mean_negative(&log_prob(&dist, &data.test, dtype, device)?))
+            })?;
             curve.push((step + 1, nll));
             bar.println(format!("step {}: test nll {nll:.4}", step + 1));
         }
     }
     bar.finish_and_clear();
+    if let Some(session) = session {
+        write_profile(out, &session.finish())?;
+    }
     let test_nll = curve.last().map_or(initial, |c| c.1);
     let true_test_nll = data.toy.filter(|t| t.has_density()).map(|toy| {
         let values: Vec<f64> = (0..data.test.len())
