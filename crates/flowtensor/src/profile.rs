@@ -158,6 +158,11 @@ pub fn scope<R>(name: impl std::fmt::Display, f: impl FnOnce() -> R) -> R {
     with_scope(inner, Phase::Forward, f)
 }
 
+/// The scope open on this thread and the phase it runs in.
+pub(crate) fn context() -> (Arc<str>, Phase) {
+    (current_scope(), PHASE.with(Cell::get))
+}
+
 /// The scope open on this thread.
 pub(crate) fn current_scope() -> Arc<str> {
     SCOPE.with(|s| s.borrow().clone())

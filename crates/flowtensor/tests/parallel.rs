@@ -269,3 +269,44 @@ fn short_rows_gathered_blocks_and_leading_reductions() {
     let sum = flat.sum(&[0], true).unwrap();
     assert_eq!(sum.shape(), &[1, SHAPE[2]]);
 }
+
+/// Parallel kernels, nested `in_pool` calls and concurrent callers, in pools
+/// of 2 to 4 workers: every result matches the one computed outside, and
+/// nothing hangs (the pollers `in_pool` starts never hold a kernel back).
+#[test]
+fn in_pool_with_polling_workers() {
+    let (x, _) = big();
+    let expected = x.exp().unwrap().sum_all().unwrap().to_scalar().unwrap();
+    let work = {
+        let x = x.clone();
+        move || {
+            for _ in 0..10 {
+                let inner = flowtensor::in_pool(|| {
+                    let y = x.exp()?;
+                    flowtensor::in_pool(|| y.sum_all()?.to_scalar())
+                })
+                .unwrap();
+                assert_eq!(inner, expected);
+            }
+        }
+    };
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let run = work.clone();
+    std::thread::spawn(move || {
+        for threads in 2..=4 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(&run);
+        }
+        // callers on several threads at once, on the global pool
+        let callers: Vec<_> = (0..3).map(|_| std::thread::spawn(run.clone())).collect();
+        callers.into_iter().for_each(|c| c.join().unwrap());
+        sender.send(()).unwrap();
+    });
+    receiver
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("in_pool hung or panicked");
+    work();
+}

@@ -509,7 +509,7 @@ impl Trainer {
         let session = flowtensor::profile::from_env();
         while self.step < until {
             let start = Instant::now();
-            let bpd = self.train_step()?;
+            let bpd = flowtensor::in_pool(|| self.train_step())?;
             let seconds = start.elapsed().as_secs_f64();
             self.train_seconds += seconds;
             self.train_curve.push(self.step, bpd);

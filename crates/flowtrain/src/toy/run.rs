@@ -13,7 +13,7 @@ use crate::files::{write_atomic, RunLock};
 use crate::optim::{clip_factor, Optimizer};
 use crate::report::{write_json, write_profile};
 use flowlayers::{Base, Flow, FlowDistribution, StandardNormal};
-use flowtensor::{no_grad, profile, DType, Device, Generator, Tensor};
+use flowtensor::{in_pool, no_grad, profile, DType, Device, Generator, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -342,8 +342,14 @@ fn fit_density(
     for step in 0..total {
         let x = profile::scope("data", || data.batch(config, step)?.tensor(dtype, device))?;
         let start = Instant::now();
-        let loss = dist.log_prob(&x)?.mean_all()?.neg()?;
-        let value = update(&mut optimizer, config, &loss, step)?;
+        let value = in_pool(|| {
+            update(
+                &mut optimizer,
+                config,
+                &dist.log_prob(&x)?.mean_all()?.neg()?,
+                step,
+            )
+        })?;
         seconds += start.elapsed().as_secs_f64();
         bar.set_position(step + 1);
         bar.set_message(format!("nll {value:.4}"));
@@ -591,8 +597,10 @@ fn fit_energy(
             (0.01 + step as f64 / anneal as f64).min(1.0)
         };
         let start = Instant::now();
-        let loss = reverse_kl(&flow, &base, target, config.batch_size, weight, &mut noise)?;
-        let value = update(&mut optimizer, config, &loss, step)?;
+        let value = in_pool(|| {
+            let loss = reverse_kl(&flow, &base, target, config.batch_size, weight, &mut noise)?;
+            update(&mut optimizer, config, &loss, step)
+        })?;
         seconds += start.elapsed().as_secs_f64();
         bar.set_position(step + 1);
         bar.set_message(format!("loss {value:.4} beta {weight:.2}"));
