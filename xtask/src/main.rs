@@ -47,6 +47,11 @@ enum Task {
     Sweep(Box<flowtrain::cli::SweepArgs>),
     /// Rebuilds the summary of finished runs (run folders or sweep folders).
     Summarize(flowtrain::cli::SummarizeArgs),
+    /// Trains with the op profiler on (the flags of `train`; image presets
+    /// draw no samples unless --samples): a table per op kind, per layer and outside ops, and
+    /// profile.json and profile.svg in --out.
+    #[command(args_override_self = true)]
+    Profile(Box<flowtrain::cli::TrainArgs>),
     /// Draws a grid of samples from a run's checkpoint.
     Sample(flowtrain::cli::SampleArgs),
     /// Test bits/dim of a run's checkpoint.
@@ -103,6 +108,7 @@ fn run(task: Task) -> Result<(), String> {
         Task::Train(args) => flow(flowtrain::cli::Command::Train(args)),
         Task::Sweep(args) => flow(flowtrain::cli::Command::Sweep(args)),
         Task::Summarize(args) => flow(flowtrain::cli::Command::Summarize(args)),
+        Task::Profile(args) => flow(flowtrain::cli::Command::Profile(args)),
         Task::Sample(args) => flow(flowtrain::cli::Command::Sample(args)),
         Task::Eval(args) => flow(flowtrain::cli::Command::Eval(args)),
         Task::Data(args) => flow(flowtrain::cli::Command::Data(args)),

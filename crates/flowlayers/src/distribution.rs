@@ -2,7 +2,7 @@
 
 use crate::base::Base;
 use crate::flow::{prefixed, Flow};
-use flowtensor::{Generator, Result, Tensor};
+use flowtensor::{profile, Generator, Result, Tensor};
 
 /// The push-forward of `base` through the inverse of `flow`.
 pub struct FlowDistribution {
@@ -18,7 +18,7 @@ impl FlowDistribution {
     /// `log p(x)` per sample.
     pub fn log_prob(&self, x: &Tensor) -> Result<Tensor> {
         let (z, logdet) = self.flow.forward(x)?;
-        self.base.log_prob(&z)?.add(&logdet)
+        profile::scope("base", || self.base.log_prob(&z)?.add(&logdet))
     }
 
     /// `n` samples `f^{-1}(z)`, `z` from the base with its standard deviation

@@ -8,7 +8,7 @@ use crate::layers::coupling::{Coupling, CouplingKind, ScaleFn};
 use crate::layers::split::SplitPrior;
 use crate::layers::squeeze::Squeeze;
 use crate::layers::ActNorm;
-use flowtensor::{DType, Device, Error, Generator, Result, Tensor};
+use flowtensor::{profile, DType, Device, Error, Generator, Result, Tensor};
 use std::sync::Arc;
 
 /// Builds a layer of one step for the per-sample shape `(C, H, W)` it will
@@ -345,11 +345,12 @@ impl Flow for Glow {
         let mut logdet = Tensor::zeros(&[n], x.dtype(), x.device())?;
         let mut pieces = Vec::with_capacity(self.latent_shapes.len());
         let mut h = x.clone();
-        for level in &self.levels {
+        for (l, level) in self.levels.iter().enumerate() {
             h = Squeeze.forward(&h)?.0;
             for step in &level.steps {
-                for (_, layer) in step.layers() {
-                    let (next, ld) = layer.forward(&h)?;
+                for (name, layer) in step.layers() {
+                    let scope = format_args!("level{l}/{name}");
+                    let (next, ld) = profile::scope(scope, || layer.forward(&h))?;
                     logdet = logdet.add(&ld)?;
                     h = next;
                 }
@@ -357,7 +358,8 @@ impl Flow for Glow {
             match &level.end {
                 LevelEnd::Last => {}
                 LevelEnd::Prior(split) => {
-                    let (h1, z2, ld) = split.split(&h)?;
+                    let scope = format_args!("level{l}/split_prior");
+                    let (h1, z2, ld) = profile::scope(scope, || split.split(&h))?;
                     logdet = logdet.add(&ld)?;
                     pieces.push(z2.reshape(&[n, z2.elem_count() / n.max(1)])?);
                     h = h1;

@@ -20,8 +20,9 @@
 //! inside; autograd bookkeeping, optimizer arithmetic on the host, Python-free
 //! glue) is the session's wall time minus the time in ops.
 //!
-//! Setting `FLOWTENSOR_PROFILE=1` makes [`from_env`] start a session, which
-//! the training loop uses to print and save a profile.
+//! Setting `FLOWTENSOR_PROFILE=1` (or calling [`request`]) makes
+//! [`if_requested`] start a session, which the training loops use to print
+//! and save a profile (`cargo xtask profile`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -131,11 +132,19 @@ impl Session {
     }
 }
 
-/// A session when the environment variable `FLOWTENSOR_PROFILE` is set to
-/// something other than `0` or empty.
-pub fn from_env() -> Option<Session> {
-    let on = std::env::var("FLOWTENSOR_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0");
-    on.then(Session::start)
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks the programs that profile on request (the training loops) to do so,
+/// as `FLOWTENSOR_PROFILE=1` does.
+pub fn request() {
+    REQUESTED.store(true, Ordering::Relaxed);
+}
+
+/// A session when [`request`] was called or the environment variable
+/// `FLOWTENSOR_PROFILE` is set to something other than `0` or empty.
+pub fn if_requested() -> Option<Session> {
+    let env = std::env::var("FLOWTENSOR_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0");
+    (env || REQUESTED.load(Ordering::Relaxed)).then(Session::start)
 }
 
 fn lock() -> std::sync::MutexGuard<'static, Option<HashMap<Key, Totals>>> {

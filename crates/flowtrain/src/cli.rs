@@ -505,6 +505,11 @@ pub enum Command {
     Sweep(Box<SweepArgs>),
     /// Rebuilds the summary of finished runs (run folders or sweep folders).
     Summarize(SummarizeArgs),
+    /// Trains like `train` (image presets without samples unless --samples) with
+    /// the op profiler on: prints time per op kind (forward and backward), per
+    /// layer and outside ops, and writes profile.json and profile.svg in --out.
+    #[command(args_override_self = true)]
+    Profile(Box<TrainArgs>),
 }
 
 /// Flags of `sweep`: every flag of `train`, lists where a setting varies.
@@ -815,6 +820,14 @@ fn check_sample_args(args: &SampleArgs) -> Result<()> {
 pub fn run(command: &Command) -> Result<()> {
     match command {
         Command::Train(args) => train(args),
+        Command::Profile(args) => {
+            flowtensor::profile::request();
+            let mut args = args.as_ref().clone();
+            if args.preset != TOY_PRESET {
+                args.samples = args.samples.or(Some(0));
+            }
+            train(&args)
+        }
         Command::Sweep(args) => sweep(args),
         Command::Summarize(args) => {
             let out = args.out.clone().unwrap_or_else(|| args.dirs[0].clone());

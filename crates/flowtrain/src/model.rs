@@ -13,7 +13,7 @@ use flowlayers::{
     StandardNormal,
 };
 use flowtensor::conv_exp::Terms;
-use flowtensor::{no_grad, DType, Device, Generator, Result, Tensor};
+use flowtensor::{no_grad, profile, DType, Device, Generator, Result, Tensor};
 use std::sync::Arc;
 
 /// The training dtype.
@@ -230,8 +230,10 @@ impl Model {
     /// `x (N, C, H, W)` with one dequantisation draw:
     /// `log p(y) - log q(u | x) - D ln 2^n`.
     pub fn elbo(&self, x: &Tensor, gen: &mut Generator) -> Result<Tensor> {
-        let (u, log_q) = self.dequantize(x, gen)?;
-        let y = self.to_continuous(x, &u)?;
+        let (y, log_q) = profile::scope("dequantization", || {
+            let (u, log_q) = self.dequantize(x, gen)?;
+            Ok::<_, flowtensor::Error>((self.to_continuous(x, &u)?, log_q))
+        })?;
         let mut ll = self.distribution.log_prob(&y)?;
         if let Some(log_q) = log_q {
             ll = ll.sub(&log_q)?;

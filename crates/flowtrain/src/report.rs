@@ -266,6 +266,83 @@ pub fn write_profile(dir: &Path, profile: &flowtensor::profile::Profile) -> Resu
     };
     let path = dir.join("profile.json");
     write_json(&path, &file)?;
+    write_atomic(&dir.join("profile.svg"), profile_svg(profile).as_bytes())?;
     eprint!("{}", profile.table());
     Ok(path)
+}
+
+/// Horizontal bars of milliseconds: the op kinds (forward and backward) and
+/// the scopes, the largest first, and the time outside ops.
+fn profile_svg(profile: &flowtensor::profile::Profile) -> String {
+    const ROWS: usize = 16;
+    const BAR: f64 = 18.0;
+    const LABEL: f64 = 300.0;
+    const WIDTH: f64 = 520.0;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let mut sections: Vec<(&str, Vec<(String, f64)>)> = Vec::new();
+    let mut ops: Vec<(String, f64)> = profile
+        .by_op()
+        .iter()
+        .take(ROWS)
+        .map(|e| (format!("{} ({})", e.op, e.phase.name()), ms(e.time)))
+        .collect();
+    ops.push(("(outside ops)".into(), ms(profile.outside_ops())));
+    sections.push(("time per op kind, ms", ops));
+    let scopes: Vec<(String, f64)> = profile
+        .by_scope()
+        .iter()
+        .take(ROWS)
+        .map(|e| {
+            let name = if e.scope.is_empty() {
+                "(no scope)"
+            } else {
+                &e.scope
+            };
+            (format!("{name} ({})", e.phase.name()), ms(e.time))
+        })
+        .collect();
+    sections.push(("time per layer (scope), ms", scopes));
+    let max = sections
+        .iter()
+        .flat_map(|(_, rows)| rows.iter().map(|r| r.1))
+        .fold(1e-9, f64::max);
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut body = String::new();
+    let mut y = 10.0;
+    for (title, rows) in &sections {
+        y += BAR;
+        body += &format!(
+            r#"<text x="4" y="{y}" font-weight="bold">{}</text>"#,
+            escape(title)
+        );
+        body.push('\n');
+        for (label, value) in rows {
+            y += BAR;
+            let w = WIDTH * value / max;
+            body += &format!(
+                r##"<text x="{lx}" y="{ty}" text-anchor="end">{label}</text><rect x="{x}" y="{ry}" width="{w:.1}" height="{h}" fill="#4878a8"/><text x="{vx:.1}" y="{ty}">{value:.1}</text>"##,
+                lx = LABEL - 6.0,
+                ty = y,
+                label = escape(label),
+                x = LABEL,
+                ry = y - BAR + 5.0,
+                h = BAR - 4.0,
+                vx = LABEL + w + 4.0,
+            );
+            body.push('\n');
+        }
+        y += BAR / 2.0;
+    }
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+{body}</svg>
+"#,
+        LABEL + WIDTH + 80.0,
+        y + 10.0
+    )
 }

@@ -506,7 +506,7 @@ impl Trainer {
         );
         bar.set_position(self.step);
         let images_per_step = self.config.batch_size as f64;
-        let session = flowtensor::profile::from_env();
+        let session = flowtensor::profile::if_requested();
         while self.step < until {
             let start = Instant::now();
             let bpd = flowtensor::in_pool(|| self.train_step())?;

@@ -338,7 +338,7 @@ fn fit_density(
     let total = config.total_steps();
     let bar = progress_bar(total, progress);
     let mut seconds = 0.0;
-    let session = profile::from_env();
+    let session = profile::if_requested();
     for step in 0..total {
         let x = profile::scope("data", || data.batch(config, step)?.tensor(dtype, device))?;
         let start = Instant::now();
