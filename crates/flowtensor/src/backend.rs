@@ -120,8 +120,15 @@ pub(crate) trait BackendStorage: Sized {
     ) -> Result<Self>;
     /// The reduction over `dims`, the reduced dimensions kept as size 1.
     fn reduce(&self, l: &Layout, dims: &[usize], op: ReduceOp) -> Result<Self>;
-    /// Batched `a @ b`; the layouts share their (broadcast) batch shape.
-    fn matmul(&self, la: &Layout, rhs: &Self, lb: &Layout) -> Result<Self>;
+    /// Batched `a @ b`; the layouts share their (broadcast) batch shape. With
+    /// `bias` (a layout of shape `(n)`), `bias` is added to every row.
+    fn matmul(
+        &self,
+        la: &Layout,
+        rhs: &Self,
+        lb: &Layout,
+        bias: Option<(&Self, &Layout)>,
+    ) -> Result<Self>;
     /// One of the convolution kernels on contiguous operands.
     fn conv(
         &self,

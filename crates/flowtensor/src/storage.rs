@@ -174,9 +174,35 @@ impl Storage {
         })
     }
 
-    pub(crate) fn matmul(&self, la: &Layout, rhs: &Storage, lb: &Layout) -> Result<Storage> {
+    pub(crate) fn matmul(
+        &self,
+        la: &Layout,
+        rhs: &Storage,
+        lb: &Layout,
+        bias: Option<(&Storage, &Layout)>,
+    ) -> Result<Storage> {
         timed("matmul", || {
-            Ok(on_backend_pair!("matmul", self, rhs, (a, b) => a.matmul(la, b, lb)?))
+            Ok(match (self, rhs, bias) {
+                (Storage::Cpu(a), Storage::Cpu(b), None) => {
+                    Storage::Cpu(a.matmul(la, b, lb, None)?)
+                }
+                (Storage::Cpu(a), Storage::Cpu(b), Some((Storage::Cpu(c), lc))) => {
+                    Storage::Cpu(a.matmul(la, b, lb, Some((c, lc)))?)
+                }
+                (Storage::Cuda(a), Storage::Cuda(b), None) => {
+                    Storage::Cuda(a.matmul(la, b, lb, None)?)
+                }
+                (Storage::Cuda(a), Storage::Cuda(b), Some((Storage::Cuda(c), lc))) => {
+                    Storage::Cuda(a.matmul(la, b, lb, Some((c, lc)))?)
+                }
+                (a, b, c) => {
+                    let other = match c {
+                        Some((c, _)) if c.device() != a.device() => c,
+                        _ => b,
+                    };
+                    return Err(mismatch("matmul", a, other));
+                }
+            })
         })
     }
 

@@ -323,6 +323,28 @@ fn batched_matrix_products() {
             },
         );
         gradient_parity(d, vec![a, b], 37, "matmul", |t| t[0].matmul(&t[1]));
+        // with a bias on every row (strided), batched and not
+        let (x, w, bias) = (
+            randn(&[2, 9, 37], dt, 13),
+            randn(&[19, 37], dt, 14),
+            randn(&[38], dt, 15),
+        );
+        let fused =
+            |t: &[Tensor]| t[0].matmul_bias(&t[1].transpose(0, 1)?, &t[2].narrow(0, 0, 19)?);
+        parity(
+            d,
+            vec![x.clone(), w.clone(), bias.clone()],
+            37,
+            "matmul_bias",
+            fused,
+        );
+        gradient_parity(
+            d,
+            vec![x.narrow(0, 1, 1).unwrap().squeeze(0).unwrap(), w, bias],
+            37,
+            "matmul_bias",
+            fused,
+        );
     }
 }
 

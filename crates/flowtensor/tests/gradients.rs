@@ -184,6 +184,47 @@ fn matmul() {
     );
 }
 
+#[test]
+fn matmul_bias() {
+    let mmb = |xs: &[Tensor]| xs[0].matmul_bias(&xs[1], &xs[2]);
+    check(
+        mmb,
+        &[randn(&[3, 4], 58), randn(&[4, 5], 59), randn(&[5], 60)],
+    );
+    // batched, a transposed weight and a strided bias
+    check(
+        |xs| xs[0].matmul_bias(&xs[1].transpose(1, 2)?, &xs[2].narrow(0, 1, 3)?),
+        &[
+            randn(&[2, 3, 4], 61),
+            randn(&[2, 3, 4], 62),
+            randn(&[5], 63),
+        ],
+    );
+    // the same numbers as a product and an addition; the bias's shape is checked
+    let (x, w, b) = (randn(&[6, 4], 64), randn(&[4, 3], 65), randn(&[3], 66));
+    let fused = x.matmul_bias(&w, &b).unwrap().to_vec::<f64>().unwrap();
+    let plain = x
+        .matmul(&w)
+        .unwrap()
+        .add(&b)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    for (f, p) in fused.iter().zip(&plain) {
+        assert!((f - p).abs() < 1e-12, "{f} vs {p}");
+    }
+    let e = x.matmul_bias(&w, &randn(&[4], 67)).unwrap_err().to_string();
+    assert!(e.contains("matmul_bias") && e.contains("[4]"), "{e}");
+    // no inner dimension: the bias alone
+    let empty = Tensor::zeros(&[2, 0], DType::F64, Device::Cpu).unwrap();
+    let rows = empty.matmul_bias(
+        &Tensor::zeros(&[0, 3], DType::F64, Device::Cpu).unwrap(),
+        &b,
+    );
+    let rows = rows.unwrap().to_vec::<f64>().unwrap();
+    assert_eq!(rows[3..], b.to_vec::<f64>().unwrap()[..]);
+}
+
 /// A view (or view chain) applied to one tensor.
 type ViewFn = dyn Fn(&Tensor) -> Result<Tensor>;
 

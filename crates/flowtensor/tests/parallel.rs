@@ -176,6 +176,16 @@ fn tiled_gemm_on_tall_products() {
         let at = a.transpose(0, 1).unwrap().contiguous().unwrap();
         let bt = b.transpose(0, 1).unwrap().contiguous().unwrap();
         let (a_view, b_view) = (at.transpose(0, 1).unwrap(), bt.transpose(0, 1).unwrap());
+        // with a bias: the tiled kernel adds it per block of rows
+        let bias = g.randn(&[n], DType::F64, Device::Cpu).unwrap();
+        let bias_v = bias.to_vec::<f64>().unwrap();
+        let with_bias: Vec<f64> = (0..m * n).map(|i| want[i] + bias_v[i % n]).collect();
+        let got = a
+            .matmul_bias(&b_view, &bias)
+            .unwrap()
+            .to_vec::<f64>()
+            .unwrap();
+        close(&got, &with_bias, 1e-12);
         for (x, y) in [(&a, &b), (&a_view, &b), (&a, &b_view), (&a_view, &b_view)] {
             let got = x.matmul(y).unwrap().to_vec::<f64>().unwrap();
             close(&got, &want, 1e-12);

@@ -119,7 +119,7 @@ impl Linear {
     /// `x W^T + b` for `x` `(N, in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         check_features("Linear", self.in_features, x)?;
-        x.matmul(&self.weight.transpose(0, 1)?)?.add(&self.bias)
+        x.matmul_bias(&self.weight.transpose(0, 1)?, &self.bias)
     }
 
     pub fn in_features(&self) -> usize {
@@ -225,7 +225,7 @@ impl MaskedLinear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         check_features("MaskedLinear", self.linear.in_features, x)?;
         let w = self.linear.weight.mul(&self.mask)?;
-        x.matmul(&w.transpose(0, 1)?)?.add(&self.linear.bias)
+        x.matmul_bias(&w.transpose(0, 1)?, &self.linear.bias)
     }
 
     /// The buffer `mask` `(out, in)` of ones and zeros.
@@ -455,7 +455,7 @@ impl Made {
         };
         let weight = by_param(&output.linear.weight.mul(&output.mask)?, inputs)?;
         let bias = by_param(&output.linear.bias, 1)?.reshape(&[p * d])?;
-        let mut out = h.matmul(&weight.transpose(0, 1)?)?.add(&bias)?;
+        let mut out = h.matmul_bias(&weight.transpose(0, 1)?, &bias)?;
         if let Some(c) = direct {
             out = out.add(
                 &c.reshape(&[n, d, p])?

@@ -100,6 +100,10 @@ fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>
             let (ga, gb) = matmul::backward(a, b, g, needs(a, b))?;
             vec![ga, gb]
         }
+        Op::MatmulBias(a, b, c) => {
+            let need = [a.requires_grad(), b.requires_grad(), c.requires_grad()];
+            matmul::bias_backward(a, b, g, need)?
+        }
         Op::Conv2d(x, w, geom) => {
             let (gx, gw) = conv::conv_backward(x, w, g, geom, needs(x, w))?;
             vec![gx, gw]

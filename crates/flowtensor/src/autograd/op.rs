@@ -16,6 +16,8 @@ pub(crate) enum Op {
     /// Reduction with the reduced dimensions kept as size 1.
     Reduce(Tensor, ReduceOp, Vec<usize>),
     Matmul(Tensor, Tensor),
+    /// `a @ b + bias` (bias along the last dimension).
+    MatmulBias(Tensor, Tensor, Tensor),
     /// input (X-space), weight.
     Conv2d(Tensor, Tensor, ConvGeom),
     /// input (Y-space), weight.
@@ -61,6 +63,7 @@ impl Op {
             | Op::Conv2d(a, b, _)
             | Op::ConvTranspose2d(a, b, _) => vec![a, b],
             Op::Where(_, t, f) => vec![t, f],
+            Op::MatmulBias(a, b, c) => vec![a, b, c],
             Op::Cat(xs, _) | Op::Custom(_, xs) => xs.iter().collect(),
         }
     }

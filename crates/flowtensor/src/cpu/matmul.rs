@@ -103,10 +103,18 @@ fn dot<T: Element>(x: &[T], y: &[T]) -> T {
 }
 
 /// `a @ b` for layouts `(..., m, k)` and `(..., k, n)` with equal batch
-/// dimensions; returns the contiguous `(..., m, n)` result. A single
-/// product with a small `b` (a layer's weights) goes to the register-tiled
-/// kernel ([`TiledGemm`]), the rest to matrixmultiply.
-pub(crate) fn matmul<T: TiledGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+/// dimensions, plus `bias` (`n` values) on every row when given; returns
+/// the contiguous `(..., m, n)` result. A single product with a small `b` (a
+/// layer's weights) goes to the register-tiled kernel ([`TiledGemm`]), which
+/// adds the bias to each block of rows while it is in cache; the rest go to
+/// matrixmultiply.
+pub(crate) fn matmul<T: TiledGemm>(
+    a: &[T],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+    bias: Option<&[T]>,
+) -> Vec<T> {
     let r = la.rank();
     let (m, k, n) = (la.shape()[r - 2], la.shape()[r - 1], lb.shape()[r - 1]);
     let batch_layout = |l: &Layout| {
@@ -119,7 +127,12 @@ pub(crate) fn matmul<T: TiledGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -
     let (ba, bb) = (batch_layout(la), batch_layout(lb));
     let batches = ba.elem_count();
     if m == 0 || n == 0 || k == 0 {
-        return vec![T::zero(); batches * m * n];
+        let mut out = vec![T::zero(); batches * m * n];
+        if let Some(bias) = bias {
+            out.chunks_exact_mut(n.max(1))
+                .for_each(|row| row.copy_from_slice(bias));
+        }
+        return out;
     }
     let (rows_a, rows_b) = (Rows::elementwise(&ba), Rows::elementwise(&bb));
     let (sa, sb) = (la.strides(), lb.strides());
@@ -135,24 +148,26 @@ pub(crate) fn matmul<T: TiledGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -
             let (ap, bp) = (a.as_ptr().add(oa), b.as_ptr().add(ob));
             let cp = c.as_mut_ptr().cast::<T>();
             let a_mat = (ap, sa[r - 2], sa[r - 1]);
-            if small_gemm(m, k, n, a_mat, (bp, sb[r - 2], sb[r - 1]), cp, false) {
-                return;
+            if !small_gemm(m, k, n, a_mat, (bp, sb[r - 2], sb[r - 1]), cp, false) {
+                T::gemm(
+                    m,
+                    k,
+                    n,
+                    a.as_ptr().add(oa),
+                    sa[r - 2],
+                    sa[r - 1],
+                    b.as_ptr().add(ob),
+                    sb[r - 2],
+                    sb[r - 1],
+                    c.as_mut_ptr().cast::<T>(),
+                    n as isize,
+                    1,
+                    false,
+                );
             }
-            T::gemm(
-                m,
-                k,
-                n,
-                a.as_ptr().add(oa),
-                sa[r - 2],
-                sa[r - 1],
-                b.as_ptr().add(ob),
-                sb[r - 2],
-                sb[r - 1],
-                c.as_mut_ptr().cast::<T>(),
-                n as isize,
-                1,
-                false,
-            );
+            if let Some(bias) = bias {
+                add_bias(std::slice::from_raw_parts_mut(cp, m * n), bias);
+            }
         }
     };
     let spare = &mut out.spare_capacity_mut()[..batches * m * n];
@@ -167,7 +182,7 @@ pub(crate) fn matmul<T: TiledGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -
     let tiled = batches == 1
         && unsafe {
             let (oa, ob) = (rows_a.base(0) as usize, rows_b.base(0) as usize);
-            tiled_gemm(m, k, n, operand(a, oa, sa), operand(b, ob, sb), spare)
+            tiled_gemm(m, k, n, operand(a, oa, sa), operand(b, ob, sb), bias, spare)
         };
     if tiled {
         // `spare` is written.
@@ -179,4 +194,13 @@ pub(crate) fn matmul<T: TiledGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -
     // SAFETY: every one of the batches * m * n elements was written above.
     unsafe { out.set_len(batches * m * n) };
     out
+}
+
+/// Adds `bias` to every row of `c` (rows of `bias.len()` values).
+pub(crate) fn add_bias<T: Element>(c: &mut [T], bias: &[T]) {
+    for row in c.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v = *v + b;
+        }
+    }
 }

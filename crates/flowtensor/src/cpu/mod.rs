@@ -287,8 +287,28 @@ impl BackendStorage for CpuStorage {
         Ok(each_dtype!(self, v => reduce_kernel(v, l, dims, op)))
     }
 
-    fn matmul(&self, la: &Layout, rhs: &Self, lb: &Layout) -> Result<Self> {
-        each_dtype_pair!("matmul", self, rhs, (a, b) => matmul::matmul(a, la, b, lb))
+    fn matmul(
+        &self,
+        la: &Layout,
+        rhs: &Self,
+        lb: &Layout,
+        bias: Option<(&Self, &Layout)>,
+    ) -> Result<Self> {
+        let bias = match bias {
+            Some((s, _)) if s.dtype() != self.dtype() => {
+                return Err(Error::DTypeMismatch {
+                    op: "matmul",
+                    lhs: self.dtype(),
+                    rhs: s.dtype(),
+                })
+            }
+            Some((s, l)) => Some(s.to_host(l)?),
+            None => None,
+        };
+        fn values<T: Element>(bias: &Option<CpuStorage>) -> Option<&[T]> {
+            bias.as_ref().and_then(T::slice)
+        }
+        each_dtype_pair!("matmul", self, rhs, (a, b) => matmul::matmul(a, la, b, lb, values(&bias)))
     }
 
     /// One of the three convolution kernels on contiguous operands: `self` is

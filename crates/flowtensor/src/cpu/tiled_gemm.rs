@@ -13,6 +13,7 @@
 //! every element of `C` is summed in the same order whatever the thread
 //! count.
 
+use super::matmul::add_bias;
 use crate::conv::simd::Vector;
 #[cfg(target_arch = "x86_64")]
 use crate::conv::simd::{isa, F32x16, F32x8, F64x4, F64x8, Isa};
@@ -122,10 +123,11 @@ fn panel_vectors(n: usize, lanes: usize) -> usize {
     }
 }
 
-/// Writes the `m x n` product `A B` into `c` (row-major, every element
-/// written) and returns true if the tiled kernel takes this shape on this
-/// CPU: vector registers for `T`, and `B` small enough to stay in cache
-/// once packed. Returns false, writing nothing, otherwise.
+/// Writes the `m x n` product `A B`, plus `bias` on every row when given,
+/// into `c` (row-major, every element written) and returns true if the
+/// tiled kernel takes this shape on this CPU: vector registers for `T`, and
+/// `B` small enough to stay in cache once packed. Returns false, writing
+/// nothing, otherwise.
 ///
 /// # Safety
 /// `a` and `b` must describe valid `m x k` and `k x n` matrices, and `c`
@@ -136,6 +138,7 @@ pub(crate) unsafe fn tiled_gemm<T: TiledGemm>(
     n: usize,
     a: Strided<T>,
     b: Strided<T>,
+    bias: Option<&[T]>,
     c: &mut [MaybeUninit<T>],
 ) -> bool {
     let Some((lanes, kernel)) = T::block_kernel() else {
@@ -148,8 +151,19 @@ pub(crate) unsafe fn tiled_gemm<T: TiledGemm>(
     }
     let packed = pack(k, n, b, width);
     let tasks = (m * k * n / PAR_MACS).min(4 * rayon::current_num_threads());
+    // the block's rows, written by the kernel, get the bias while in cache
+    let finish = |c: &mut [MaybeUninit<T>]| {
+        if let Some(bias) = bias {
+            // SAFETY: the kernel wrote every element of `c`.
+            add_bias(
+                unsafe { &mut *(c as *mut [MaybeUninit<T>] as *mut [T]) },
+                bias,
+            );
+        }
+    };
     if tasks <= 1 {
         kernel(m, k, n, a, &packed, width, c);
+        finish(c);
     } else {
         let block_rows = m.div_ceil(tasks).next_multiple_of(MR);
         c.par_chunks_mut(block_rows * n)
@@ -158,8 +172,9 @@ pub(crate) unsafe fn tiled_gemm<T: TiledGemm>(
                 // SAFETY: the block's rows lie inside A (forwarded from the caller).
                 unsafe {
                     let a = a.rows_from(block * block_rows);
-                    kernel(c.len() / n, k, n, a, &packed, width, c)
+                    kernel(c.len() / n, k, n, a, &packed, width, c);
                 }
+                finish(c);
             });
     }
     true

@@ -304,7 +304,13 @@ impl BackendStorage for CudaStorage {
         Ok(y)
     }
 
-    fn matmul(&self, la: &Layout, rhs: &Self, lb: &Layout) -> Result<Self> {
+    fn matmul(
+        &self,
+        la: &Layout,
+        rhs: &Self,
+        lb: &Layout,
+        bias: Option<(&Self, &Layout)>,
+    ) -> Result<Self> {
         const OP: &str = "matmul";
         check_operands(OP, &[self, rhs])?;
         let r = la.rank();
@@ -345,7 +351,19 @@ impl BackendStorage for CudaStorage {
             ],
         };
         self.run(launch)?;
-        Ok(c)
+        match bias {
+            // the bias broadcast over the rows, by the elementwise kernel
+            Some((b, lbias)) => {
+                let rows = Layout::contiguous(&[batch * m, n]);
+                let spread = Layout::from_parts(
+                    vec![batch * m, n],
+                    vec![0, lbias.strides()[0]],
+                    lbias.offset(),
+                );
+                c.binary(&rows, b, &spread, BinaryOp::Add)
+            }
+            None => Ok(c),
+        }
     }
 
     fn conv(
