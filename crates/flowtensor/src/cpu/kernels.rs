@@ -8,8 +8,9 @@ use crate::layout::{lockstep_rows, Layout, RowCursor, Rows};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-/// Tensors with at least this many elements are processed in parallel.
-pub const PAR_THRESHOLD: usize = 1 << 15;
+/// Tensors with at least this many elements are processed in parallel (with
+/// the workers polling inside [`crate::in_pool`], splitting pays from here).
+pub const PAR_THRESHOLD: usize = 1 << 14;
 
 /// Smallest number of rows a rayon task takes, so short rows are batched.
 pub(super) fn min_rows_per_task(row_len: usize) -> usize {
