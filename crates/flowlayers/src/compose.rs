@@ -50,6 +50,19 @@ impl Flow for Sequential {
             .try_fold(z.clone(), |h, layer| layer.inverse(&h))
     }
 
+    /// The layers' inverses in reverse order, summing their own inverse
+    /// log-determinants (no forward pass over the result).
+    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        let mut h = z.clone();
+        let mut total = Tensor::zeros(&[z.shape()[0]], z.dtype(), z.device())?;
+        for layer in self.layers.iter().rev() {
+            let (prev, logdet) = layer.inverse_with_logdet(&h)?;
+            total = total.add(&logdet)?;
+            h = prev;
+        }
+        Ok((h, total))
+    }
+
     fn parameters(&self) -> Vec<(String, Tensor)> {
         let named = self.layers.iter().enumerate();
         named

@@ -118,6 +118,12 @@ impl EmergingConv {
         )
     }
 
+    /// The log-determinant of both convolutions for each of `n` samples.
+    fn logdet(&self, k1: &Tensor, k2: &Tensor, n: usize) -> Result<Tensor> {
+        let logdet = self.centre_logdet(k1)?.add(&self.centre_logdet(k2)?)?;
+        logdet.broadcast_as(&[n])?.contiguous()
+    }
+
     /// `H W sum_c log |K[c, c, 1, 1]|` of one masked kernel, a scalar.
     fn centre_logdet(&self, kernel: &Tensor) -> Result<Tensor> {
         let c = self.channels;
@@ -145,8 +151,15 @@ impl Flow for EmergingConv {
         let (k1, k2) = self.kernels()?;
         let same = Conv2dParams::same(3);
         let z = x.conv2d(&k1, None, &same)?.conv2d(&k2, None, &same)?;
-        let logdet = self.centre_logdet(&k1)?.add(&self.centre_logdet(&k2)?)?;
-        Ok((z, logdet.broadcast_as(&[x.shape()[0]])?.contiguous()?))
+        Ok((z, self.logdet(&k1, &k2, x.shape()[0])?))
+    }
+
+    /// The inverse and minus the forward's log-determinant, which does not
+    /// depend on the input (no forward pass over the result).
+    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = self.inverse(z)?;
+        let (k1, k2) = self.kernels()?;
+        Ok((x, self.logdet(&k1, &k2, z.shape()[0])?.neg()?))
     }
 
     fn inverse(&self, z: &Tensor) -> Result<Tensor> {

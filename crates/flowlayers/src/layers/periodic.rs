@@ -118,6 +118,19 @@ impl PeriodicConv {
     }
 }
 
+impl PeriodicConv {
+    /// `sum_f m_f log |det K_f|` over the spectrum's frequencies (with their
+    /// multiplicities), for each of `n` samples.
+    fn logdet(&self, n: usize) -> Result<Tensor> {
+        let logdet = self
+            .spectrum()?
+            .log_abs_det()?
+            .mul(&self.multiplicity)?
+            .sum_all()?;
+        logdet.broadcast_as(&[n])?.contiguous()
+    }
+}
+
 impl Flow for PeriodicConv {
     fn name(&self) -> &'static str {
         NAME
@@ -132,12 +145,14 @@ impl Flow for PeriodicConv {
             ..Default::default()
         };
         let z = x.conv2d(&self.kernel, None, &circular)?;
-        let logdet = self
-            .spectrum()?
-            .log_abs_det()?
-            .mul(&self.multiplicity)?
-            .sum_all()?;
-        Ok((z, logdet.broadcast_as(&[x.shape()[0]])?.contiguous()?))
+        Ok((z, self.logdet(x.shape()[0])?))
+    }
+
+    /// The inverse and minus the forward's log-determinant, which does not
+    /// depend on the input (no forward pass over the result).
+    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = self.inverse(z)?;
+        Ok((x, self.logdet(z.shape()[0])?.neg()?))
     }
 
     fn inverse(&self, z: &Tensor) -> Result<Tensor> {

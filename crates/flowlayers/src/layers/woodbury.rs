@@ -115,6 +115,23 @@ impl Woodbury {
         }
     }
 
+    /// `columns log |det(I + V U)|` (the matrix lemma) for each of `n`
+    /// samples, `columns` the per-sample columns of the axis-first layout.
+    fn logdet(&self, n: usize) -> Result<Tensor> {
+        let (c, h, w) = (self.channels, self.height, self.width);
+        let columns = match self.axis {
+            WoodburyAxis::Channel => h * w,
+            WoodburyAxis::Spatial => c,
+            WoodburyAxis::Height => c * w,
+            WoodburyAxis::Width => c * h,
+        };
+        let (_, logdet) = self.capacitance()?.slogdet()?;
+        logdet
+            .mul_scalar(columns as f64)?
+            .broadcast_as(&[n])?
+            .contiguous()
+    }
+
     /// The inverse of [`Self::axis_first_layout`].
     fn restore_layout(&self, y: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = (y.shape()[0], self.channels, self.height, self.width);
@@ -158,13 +175,14 @@ impl Flow for Woodbury {
         self.check(x)?;
         let xa = self.axis_first_layout(x)?;
         let za = xa.add(&self.u.matmul(&self.v.matmul(&xa)?)?)?;
-        let columns = xa.shape()[2] as f64;
-        let (_, logdet) = self.capacitance()?.slogdet()?;
-        let logdet = logdet
-            .mul_scalar(columns)?
-            .broadcast_as(&[x.shape()[0]])?
-            .contiguous()?;
-        Ok((self.restore_layout(&za)?, logdet))
+        Ok((self.restore_layout(&za)?, self.logdet(x.shape()[0])?))
+    }
+
+    /// The inverse and minus the forward's log-determinant, which does not
+    /// depend on the input (no forward pass over the result).
+    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = self.inverse(z)?;
+        Ok((x, self.logdet(z.shape()[0])?.neg()?))
     }
 
     fn inverse(&self, z: &Tensor) -> Result<Tensor> {
