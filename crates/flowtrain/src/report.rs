@@ -227,6 +227,11 @@ pub fn write_grid(path: &Path, images: &[u8], [c, h, w]: [usize; 3], cols: usize
     write_atomic(path, &bytes)
 }
 
+/// Milliseconds of a duration.
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 /// One row of `profile.json`.
 #[derive(Serialize)]
 struct ProfileRow<'a> {
@@ -247,7 +252,6 @@ pub fn write_profile(dir: &Path, profile: &flowtensor::profile::Profile) -> Resu
         outside_ops_ms: f64,
         rows: Vec<ProfileRow<'a>>,
     }
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     let file = ProfileFile {
         wall_ms: ms(profile.wall),
         outside_ops_ms: ms(profile.outside_ops()),
@@ -278,7 +282,6 @@ fn profile_svg(profile: &flowtensor::profile::Profile) -> String {
     const BAR: f64 = 18.0;
     const LABEL: f64 = 300.0;
     const WIDTH: f64 = 520.0;
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     let mut sections: Vec<(&str, Vec<(String, f64)>)> = Vec::new();
     let mut ops: Vec<(String, f64)> = profile
         .by_op()

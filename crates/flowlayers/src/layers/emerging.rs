@@ -118,6 +118,21 @@ impl EmergingConv {
         )
     }
 
+    /// `x` from `z = K2 * (K1 * x)`: two triangular (quadrant) solves in
+    /// f64 on the detached kernels.
+    fn solve(&self, z: &Tensor, k1: &Tensor, k2: &Tensor) -> Result<Tensor> {
+        let f64s = |t: &Tensor| t.detach().to_dtype(DType::F64);
+        // K2 is K1's kind on images rotated by 180 degrees with reversed
+        // channels: its kernel flipped in all four dimensions
+        let all = [0, 1, 2, 3];
+        let image = [1, 2, 3];
+        let y = f64s(z)?
+            .flip(&image)?
+            .quadrant_solve(&f64s(k2)?.flip(&all)?)?
+            .flip(&image)?;
+        y.quadrant_solve(&f64s(k1)?)?.to_dtype(z.dtype())
+    }
+
     /// The log-determinant of both convolutions for each of `n` samples.
     fn logdet(&self, k1: &Tensor, k2: &Tensor, n: usize) -> Result<Tensor> {
         let logdet = self.centre_logdet(k1)?.add(&self.centre_logdet(k2)?)?;
@@ -154,27 +169,19 @@ impl Flow for EmergingConv {
         Ok((z, self.logdet(&k1, &k2, x.shape()[0])?))
     }
 
-    /// The inverse and minus the forward's log-determinant, which does not
-    /// depend on the input (no forward pass over the result).
-    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
-        let x = self.inverse(z)?;
-        let (k1, k2) = self.kernels()?;
-        Ok((x, self.logdet(&k1, &k2, z.shape()[0])?.neg()?))
-    }
-
     fn inverse(&self, z: &Tensor) -> Result<Tensor> {
         self.check(z)?;
         let (k1, k2) = self.kernels()?;
-        let f64s = |t: &Tensor| t.detach().to_dtype(DType::F64);
-        // K2 is K1's kind on images rotated by 180 degrees with reversed
-        // channels: its kernel flipped in all four dimensions
-        let all = [0, 1, 2, 3];
-        let image = [1, 2, 3];
-        let y = f64s(z)?
-            .flip(&image)?
-            .quadrant_solve(&f64s(&k2)?.flip(&all)?)?
-            .flip(&image)?;
-        y.quadrant_solve(&f64s(&k1)?)?.to_dtype(z.dtype())
+        self.solve(z, &k1, &k2)
+    }
+
+    /// The inverse and minus the forward's log-determinant, which does not
+    /// depend on the input (no forward pass over the result).
+    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.check(z)?;
+        let (k1, k2) = self.kernels()?;
+        let logdet = self.logdet(&k1, &k2, z.shape()[0])?.neg()?;
+        Ok((self.solve(z, &k1, &k2)?, logdet))
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {

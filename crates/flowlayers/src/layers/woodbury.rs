@@ -116,15 +116,10 @@ impl Woodbury {
     }
 
     /// `columns log |det(I + V U)|` (the matrix lemma) for each of `n`
-    /// samples, `columns` the per-sample columns of the axis-first layout.
+    /// samples, `columns` the per-sample columns of the axis-first layout
+    /// (the sample's values over the mixed axis's length, `U`'s rows).
     fn logdet(&self, n: usize) -> Result<Tensor> {
-        let (c, h, w) = (self.channels, self.height, self.width);
-        let columns = match self.axis {
-            WoodburyAxis::Channel => h * w,
-            WoodburyAxis::Spatial => c,
-            WoodburyAxis::Height => c * w,
-            WoodburyAxis::Width => c * h,
-        };
+        let columns = self.channels * self.height * self.width / self.u.shape()[0];
         let (_, logdet) = self.capacitance()?.slogdet()?;
         logdet
             .mul_scalar(columns as f64)?

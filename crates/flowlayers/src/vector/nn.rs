@@ -224,8 +224,12 @@ impl MaskedLinear {
     /// `x (W .* M)^T + b` for `x` `(N, in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         check_features("MaskedLinear", self.linear.in_features, x)?;
-        let w = self.linear.weight.mul(&self.mask)?;
-        x.matmul_bias(&w.transpose(0, 1)?, &self.linear.bias)
+        x.matmul_bias(&self.masked_weight()?.transpose(0, 1)?, &self.linear.bias)
+    }
+
+    /// `W .* M`, the weight the layer applies.
+    fn masked_weight(&self) -> Result<Tensor> {
+        self.linear.weight.mul(&self.mask)
     }
 
     /// The buffer `mask` `(out, in)` of ones and zeros.
@@ -453,7 +457,7 @@ impl Made {
                 .transpose(0, 1)?
                 .reshape(&[p * d, inner])
         };
-        let weight = by_param(&output.linear.weight.mul(&output.mask)?, inputs)?;
+        let weight = by_param(&output.masked_weight()?, inputs)?;
         let bias = by_param(&output.linear.bias, 1)?.reshape(&[p * d])?;
         let mut out = h.matmul_bias(&weight.transpose(0, 1)?, &bias)?;
         if let Some(c) = direct {

@@ -164,9 +164,12 @@ fn backward_pass(root: &Tensor) -> Result<GradStore> {
         match node.op() {
             None => leaves.accumulate(&node, g)?,
             Some(op) => {
-                let scope = node.profile_scope().cloned().unwrap_or_else(|| "".into());
-                let grads =
-                    profile::with_scope(scope, Phase::Backward, || backward_rule(op, &node, &g))?;
+                // a node carries a scope only when it was recorded while profiling
+                let rule = || backward_rule(op, &node, &g);
+                let grads = match node.profile_scope() {
+                    Some(scope) => profile::with_scope(scope.clone(), Phase::Backward, rule),
+                    None => rule(),
+                }?;
                 drop(g);
                 for (input, grad) in op.inputs().into_iter().zip(grads) {
                     if let (true, Some(grad)) = (input.requires_grad(), grad) {
