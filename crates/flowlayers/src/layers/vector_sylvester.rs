@@ -121,6 +121,44 @@ impl VectorSylvester {
         }
         x.reshape(&[n, d])
     }
+
+    /// The inverse (see the type's docs) and its log-det per sample,
+    /// `-sum_i log(1 + r_ii r~_ii (1 - tanh(a_i)^2))` with the `tanh(a_i)` of
+    /// the back-substitution.
+    fn solve(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        let flat = self.flat(z)?;
+        let q = self.q()?;
+        let (r, rt) = (self.triangular(&self.r)?, self.triangular(&self.r_tilde)?);
+        let c = flat.matmul(&q)?;
+        let m = self.rank;
+        let (rv, rtv, bv) = (r.to_vec_f64()?, rt.to_vec_f64()?, self.bias.to_vec_f64()?);
+        let cv = c.to_vec_f64()?;
+        let mut y = vec![0.0; cv.len()];
+        let mut logdet = Vec::with_capacity(flat.shape()[0]);
+        for (yn, cn) in y.chunks_mut(m).zip(cv.chunks(m)) {
+            // tanh(a_j) of the coordinates solved so far
+            let mut th = vec![0.0; m];
+            let mut sum = 0.0;
+            for i in (0..m).rev() {
+                let s = bv[i] + (i + 1..m).map(|l| rtv[i * m + l] * yn[l]).sum::<f64>();
+                let known: f64 = (i + 1..m).map(|j| rv[i * m + j] * th[j]).sum();
+                let diag = rv[i * m + i] * rtv[i * m + i];
+                yn[i] = solve_scalar(rv[i * m + i], rtv[i * m + i], s, cn[i] - known);
+                th[i] = (rtv[i * m + i] * yn[i] + s).tanh();
+                sum += (diag * (1.0 - th[i] * th[i])).ln_1p();
+            }
+            logdet.push(-sum);
+        }
+        let host = |v: Vec<f64>, shape: &[usize]| -> Result<Tensor> {
+            Tensor::from_vec(v, shape, Device::Cpu)?
+                .to_dtype(z.dtype())?
+                .to_device(z.device())
+        };
+        let y = host(y, c.shape())?;
+        let x = flat.sub(&c.sub(&y)?.matmul(&q.transpose(0, 1)?)?)?;
+        let n = logdet.len();
+        Ok((x.reshape(z.shape())?, host(logdet, &[n])?))
+    }
 }
 
 /// The root of `t + r tanh(rt t + s) = rhs`, increasing in `t` for
@@ -171,29 +209,13 @@ impl Flow for VectorSylvester {
     }
 
     fn inverse(&self, z: &Tensor) -> Result<Tensor> {
-        let flat = self.flat(z)?;
-        let q = self.q()?;
-        let (r, rt) = (self.triangular(&self.r)?, self.triangular(&self.r_tilde)?);
-        let c = flat.matmul(&q)?;
-        let m = self.rank;
-        let (rv, rtv, bv) = (r.to_vec_f64()?, rt.to_vec_f64()?, self.bias.to_vec_f64()?);
-        let cv = c.to_vec_f64()?;
-        let mut y = vec![0.0; cv.len()];
-        for (yn, cn) in y.chunks_mut(m).zip(cv.chunks(m)) {
-            // tanh(a_j) of the coordinates solved so far
-            let mut th = vec![0.0; m];
-            for i in (0..m).rev() {
-                let s = bv[i] + (i + 1..m).map(|l| rtv[i * m + l] * yn[l]).sum::<f64>();
-                let known: f64 = (i + 1..m).map(|j| rv[i * m + j] * th[j]).sum();
-                yn[i] = solve_scalar(rv[i * m + i], rtv[i * m + i], s, cn[i] - known);
-                th[i] = (rtv[i * m + i] * yn[i] + s).tanh();
-            }
-        }
-        let y = Tensor::from_vec(y, c.shape(), Device::Cpu)?
-            .to_dtype(z.dtype())?
-            .to_device(z.device())?;
-        let x = flat.sub(&c.sub(&y)?.matmul(&q.transpose(0, 1)?)?)?;
-        x.reshape(z.shape())
+        Ok(self.solve(z)?.0)
+    }
+
+    /// The log-det of the inverse is minus the forward's at the solution,
+    /// whose `tanh(a_i)` the back-substitution has already computed.
+    fn inverse_with_logdet(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.solve(z)
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
