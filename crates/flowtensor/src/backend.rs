@@ -38,6 +38,23 @@ impl ConvPass {
     }
 }
 
+/// What a forward convolution does to each output element before it is
+/// stored: add the output channel's bias (operand `(o)`), then, with
+/// `relu`, `max(v, 0)` (0 for NaN, as the ReLU op). Done while
+/// the output is in cache, so neither costs a pass over memory. The
+/// backward passes take [`ConvEpilogue::NONE`].
+pub(crate) struct ConvEpilogue<'a, S> {
+    pub bias: Option<(&'a S, &'a Layout)>,
+    pub relu: bool,
+}
+
+impl<S> ConvEpilogue<'_, S> {
+    pub const NONE: Self = ConvEpilogue {
+        bias: None,
+        relu: false,
+    };
+}
+
 /// A draw of the Philox generator: `n` values from block `counter` of the
 /// stream keyed by `seed` (see [`crate::random`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,7 +74,8 @@ pub(crate) struct SolveGeom {
     pub w: usize,
 }
 
-/// The names of the operations of [`BackendStorage`], in declaration order.
+/// The names of the operations of [`BackendStorage`], in declaration order
+/// (a unit test reads the trait and checks the list against it).
 pub const BACKEND_OPS: [&str; 25] = [
     "zeros",
     "from_host",
@@ -79,11 +97,11 @@ pub const BACKEND_OPS: [&str; 25] = [
     "to_dtype",
     "write_range",
     "dft",
-    "quadrant_solve",
     "cumsum",
     "gather",
     "scatter_add",
     "searchsorted",
+    "quadrant_solve",
 ];
 
 /// The storage operations of a backend.
@@ -137,6 +155,7 @@ pub(crate) trait BackendStorage: Sized {
         lo: &Layout,
         g: &ConvGeom,
         pass: ConvPass,
+        epilogue: ConvEpilogue<'_, Self>,
     ) -> Result<Self>;
     /// The convolution exponential's series, per image; returns the terms used.
     fn conv_exp_fwd(
@@ -207,4 +226,36 @@ pub(crate) trait BackendStorage: Sized {
         lk: &Layout,
         geom: SolveGeom,
     ) -> Result<Self>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BACKEND_OPS;
+
+    /// The operations of [`super::BackendStorage`] read from this file:
+    /// the `fn` items of the trait, less the accessors `dtype` and `device`.
+    fn trait_operations() -> Vec<String> {
+        let source = include_str!("backend.rs");
+        let start = source
+            .find("pub(crate) trait BackendStorage")
+            .expect("the trait is in this file");
+        let body = &source[start..];
+        let end = body.find("\n}\n").expect("the trait ends");
+        body[..end]
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("fn "))
+            .map(|rest| {
+                rest.split(['(', '<'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .filter(|name| name != "dtype" && name != "device")
+            .collect()
+    }
+
+    #[test]
+    fn backend_ops_name_every_operation_of_the_trait_in_order() {
+        assert_eq!(trait_operations(), BACKEND_OPS.to_vec());
+    }
 }

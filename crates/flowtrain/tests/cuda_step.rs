@@ -148,3 +148,48 @@ fn training_on_a_missing_cuda_device_fails_before_anything_is_written() {
         "a run folder was created for a run that cannot start"
     );
 }
+
+#[test]
+fn the_default_preset_trains_a_few_steps_on_the_device() {
+    let Some(_) = cuda() else { return };
+    // the main job's model (L = 3, K = 4, 64 hidden channels, shapes16) for
+    // two steps of two images, through the command line (the emulation runs
+    // every CUDA thread on the CPU, one after another)
+    let dir = tempfile::tempdir().unwrap();
+    let (config, out) = (dir.path().join("small.toml"), dir.path().join("run"));
+    std::fs::write(&config, "init_batch_size = 2\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_flowtrain"))
+        .args([
+            "train", "--preset", "default", "--device", "cuda:0", "--config",
+        ])
+        .arg(&config)
+        .args([
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--eval-every",
+            "2",
+            "--eval-limit",
+            "2",
+            "--samples",
+            "1",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "training failed: {stderr}");
+    let metrics = std::fs::read_to_string(out.join("metrics.json")).unwrap();
+    let metrics: serde_json::Value = serde_json::from_str(&metrics).unwrap();
+    assert_eq!(metrics["steps"], 2, "{metrics}");
+    let bpd = metrics["test_bpd"].as_f64().unwrap();
+    assert!(bpd.is_finite() && bpd > 0.0, "test bpd {bpd}");
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        config.contains("n_levels = 3") && config.contains("hidden_channels = 64"),
+        "{config}"
+    );
+}
