@@ -13,6 +13,9 @@
 //   outputs it contributed to (no atomics);
 // - conv_bwd_weight: one block per weight element, its threads sharing the
 //   (image, position) sum, combined by a tree in shared memory.
+// - conv_epilogue: in place on a forward's output, the output channel's
+//   bias added (when has_bias) and then ReLU (when relu; NaN gives 0, as the
+//   elementwise relu), one thread per element.
 // Every sum runs in a fixed order, so results are deterministic.
 
 struct ConvParams {
@@ -177,4 +180,25 @@ extern "C" __global__ void conv_bwd_weight_f32(const float* x, const float* dy, 
 extern "C" __global__ void conv_bwd_weight_f64(const double* x, const double* dy, double* dw, ConvParams g) {
     __shared__ double partial[FT_THREADS];
     conv_bwd_weight_impl<double>(x, dy, dw, g, partial);
+}
+
+// y[n, o, p] = act(y[n, o, p] + bias[o]) for y: (n, o, positions).
+template <typename T>
+__device__ __forceinline__ void conv_epilogue_impl(T* y, const T* bias, i64 total, i64 o,
+                                                   i64 positions, int has_bias, int relu) {
+    FT_GRID_LOOP(i, total) {
+        T v = y[i];
+        if (has_bias) v += bias[i / positions % o];
+        if (relu) v = ft_max(v, T(0));
+        y[i] = v;
+    }
+}
+
+extern "C" __global__ void conv_epilogue_f32(float* y, const float* bias, i64 total, i64 o,
+                                             i64 positions, int has_bias, int relu) {
+    conv_epilogue_impl<float>(y, bias, total, o, positions, has_bias, relu);
+}
+extern "C" __global__ void conv_epilogue_f64(double* y, const double* bias, i64 total, i64 o,
+                                             i64 positions, int has_bias, int relu) {
+    conv_epilogue_impl<double>(y, bias, total, o, positions, has_bias, relu);
 }

@@ -2,7 +2,7 @@
 //! forwards it to the backend holding the data ([`BackendStorage`]).
 //! Operands on different devices are an error naming the op.
 
-use crate::backend::{BackendStorage, ConvPass, Draw, SolveGeom};
+use crate::backend::{BackendStorage, ConvEpilogue, ConvPass, Draw, SolveGeom};
 use crate::conv::ConvGeom;
 use crate::conv_exp::{SeriesGeom, Stop};
 use crate::cpu::CpuStorage;
@@ -36,6 +36,38 @@ macro_rules! on_backend_pair {
             (Storage::Cpu($x), Storage::Cpu($y)) => Storage::Cpu($body),
             (Storage::Cuda($x), Storage::Cuda($y)) => Storage::Cuda($body),
             (a, b) => return Err(mismatch($op, a, b)),
+        }
+    };
+}
+
+/// [`on_backend_pair`] with an optional third operand on the same device
+/// (`Option<(&Storage, &Layout)>`, handed to the body as the backend's).
+macro_rules! on_backend_with_bias {
+    ($op:expr, $a:expr, $b:expr, $c:expr, ($x:ident, $y:ident, $z:ident) => $body:expr) => {
+        match ($a, $b, $c) {
+            (Storage::Cpu($x), Storage::Cpu($y), None) => {
+                let $z = None;
+                Storage::Cpu($body)
+            }
+            (Storage::Cpu($x), Storage::Cpu($y), Some((Storage::Cpu(c), lc))) => {
+                let $z = Some((c, lc));
+                Storage::Cpu($body)
+            }
+            (Storage::Cuda($x), Storage::Cuda($y), None) => {
+                let $z = None;
+                Storage::Cuda($body)
+            }
+            (Storage::Cuda($x), Storage::Cuda($y), Some((Storage::Cuda(c), lc))) => {
+                let $z = Some((c, lc));
+                Storage::Cuda($body)
+            }
+            (a, b, c) => {
+                let other = match c {
+                    Some((c, _)) if c.device() != a.device() => c,
+                    _ => b,
+                };
+                return Err(mismatch($op, a, other));
+            }
         }
     };
 }
@@ -182,27 +214,9 @@ impl Storage {
         bias: Option<(&Storage, &Layout)>,
     ) -> Result<Storage> {
         timed("matmul", || {
-            Ok(match (self, rhs, bias) {
-                (Storage::Cpu(a), Storage::Cpu(b), None) => {
-                    Storage::Cpu(a.matmul(la, b, lb, None)?)
-                }
-                (Storage::Cpu(a), Storage::Cpu(b), Some((Storage::Cpu(c), lc))) => {
-                    Storage::Cpu(a.matmul(la, b, lb, Some((c, lc)))?)
-                }
-                (Storage::Cuda(a), Storage::Cuda(b), None) => {
-                    Storage::Cuda(a.matmul(la, b, lb, None)?)
-                }
-                (Storage::Cuda(a), Storage::Cuda(b), Some((Storage::Cuda(c), lc))) => {
-                    Storage::Cuda(a.matmul(la, b, lb, Some((c, lc)))?)
-                }
-                (a, b, c) => {
-                    let other = match c {
-                        Some((c, _)) if c.device() != a.device() => c,
-                        _ => b,
-                    };
-                    return Err(mismatch("matmul", a, other));
-                }
-            })
+            Ok(
+                on_backend_with_bias!("matmul", self, rhs, bias, (a, b, c) => a.matmul(la, b, lb, c)?),
+            )
         })
     }
 
@@ -213,9 +227,15 @@ impl Storage {
         lo: &Layout,
         g: &ConvGeom,
         pass: ConvPass,
+        epilogue: ConvEpilogue<'_, Storage>,
     ) -> Result<Storage> {
+        let relu = epilogue.relu;
         timed(pass.profile_name(), || {
-            Ok(on_backend_pair!("conv2d", self, other, (a, b) => a.conv(l, b, lo, g, pass)?))
+            Ok(
+                on_backend_with_bias!("conv2d", self, other, epilogue.bias, (a, b, bias) => {
+                    a.conv(l, b, lo, g, pass, ConvEpilogue { bias, relu })?
+                }),
+            )
         })
     }
 

@@ -231,6 +231,90 @@ fn conv2d_bias_and_strided_inputs() {
     );
 }
 
+#[test]
+fn fused_bias_and_relu_equal_the_separate_ops() {
+    // every path of the forward kernels (3x3 direct, Winograd, GEMM, 1x1),
+    // in f64 and f32, with and without a bias
+    let mut cases = conv_cases();
+    cases.extend([
+        ([2, 16, 6, 9], [16, 16, 3, 3], Conv2dParams::same(3)),
+        ([2, 32, 7, 7], [64, 32, 3, 3], Conv2dParams::same(3)),
+        ([3, 64, 14, 14], [64, 64, 1, 1], Conv2dParams::default()),
+    ]);
+    for (seed, (xs, ws, p)) in cases.into_iter().enumerate() {
+        let (x, w, b) = (
+            randn(&xs, seed as u64),
+            randn(&ws, 100 + seed as u64),
+            randn(&[ws[0]], 200 + seed as u64),
+        );
+        for dtype in [DType::F64, DType::F32] {
+            let [x, w, b] = [&x, &w, &b].map(|t| t.to_dtype(dtype).unwrap());
+            for bias in [Some(&b), None] {
+                let plain = x.conv2d(&w, None, &p).unwrap();
+                let biased = match bias {
+                    Some(b) => plain.add(&b.reshape(&[1, ws[0], 1, 1]).unwrap()).unwrap(),
+                    None => plain,
+                };
+                let what = format!("{xs:?} {ws:?} {p:?} {dtype:?} bias {}", bias.is_some());
+                let fused = x.conv2d(&w, bias, &p).unwrap();
+                assert_eq!(
+                    fused.to_vec_f64().unwrap(),
+                    biased.to_vec_f64().unwrap(),
+                    "{what}"
+                );
+                let fused_relu = x.conv2d_relu(&w, bias, &p).unwrap();
+                let relu = biased.relu().unwrap();
+                assert_eq!(
+                    fused_relu.to_vec_f64().unwrap(),
+                    relu.to_vec_f64().unwrap(),
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn conv2d_relu_gradients() {
+    for (seed, (xs, ws, p)) in conv_cases().into_iter().enumerate() {
+        let o = ws[0];
+        // random pre-activations lie far from ReLU's kink compared with the step
+        check_gradients(
+            |t| t[0].conv2d_relu(&t[1], Some(&t[2]), &p),
+            &[
+                randn(&xs, seed as u64),
+                randn(&ws, 400 + seed as u64),
+                randn(&[o], 500 + seed as u64),
+            ],
+            GradCheck::default(),
+        )
+        .unwrap_or_else(|e| panic!("{xs:?} {ws:?} {p:?}: {e}"));
+        check_gradients(
+            |t| t[0].conv2d_relu(&t[1], None, &p),
+            &[randn(&xs, seed as u64), randn(&ws, 400 + seed as u64)],
+            GradCheck::default(),
+        )
+        .unwrap_or_else(|e| panic!("no bias {xs:?} {ws:?} {p:?}: {e}"));
+    }
+}
+
+#[test]
+fn fused_bias_with_a_wrong_shape_is_an_error() {
+    let (x, w) = (randn(&[2, 3, 5, 5], 1), randn(&[4, 3, 3, 3], 2));
+    let err = x
+        .conv2d_relu(&w, Some(&randn(&[3], 3)), &Conv2dParams::same(3))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv2d_relu") && err.contains("bias must have shape [4]"),
+        "{err}"
+    );
+    let f32_bias = randn(&[4], 3).to_dtype(DType::F32).unwrap();
+    assert!(x
+        .conv2d(&w, Some(&f32_bias), &Conv2dParams::same(3))
+        .is_err());
+}
+
 fn transpose_cases() -> Vec<([usize; 4], [usize; 4], ConvTranspose2dParams)> {
     let p = |stride, padding, output_padding, dilation, groups| ConvTranspose2dParams {
         stride,

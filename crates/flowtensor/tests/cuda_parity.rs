@@ -389,12 +389,35 @@ fn convolutions_of_every_geometry() {
                 "conv2d",
                 |t| t[0].conv2d(&t[1], Some(&t[2]), &p),
             );
-            // the input and weight gradients: the transposed convolution and
-            // the weight-gradient kernel
-            let spatial = xs[0] * xs[2] * xs[3];
-            gradient_parity(d, vec![x, w], spatial.max(terms), "conv2d", |t| {
-                t[0].conv2d(&t[1], None, &p)
+            // the fused epilogue (bias, ReLU) of the forward kernel
+            parity(
+                d,
+                vec![x.clone(), w.clone(), bias.clone()],
+                terms,
+                "conv2d_relu",
+                |t| t[0].conv2d_relu(&t[1], Some(&t[2]), &p),
+            );
+            parity(d, vec![x.clone(), w.clone()], terms, "conv2d_relu", |t| {
+                t[0].conv2d_relu(&t[1], None, &p)
             });
+            // the input and weight gradients: the transposed convolution and
+            // the weight-gradient kernel; with the epilogue, the masked
+            // gradient and the bias gradient
+            let spatial = xs[0] * xs[2] * xs[3];
+            gradient_parity(
+                d,
+                vec![x.clone(), w.clone()],
+                spatial.max(terms),
+                "conv2d",
+                |t| t[0].conv2d(&t[1], None, &p),
+            );
+            gradient_parity(
+                d,
+                vec![x, w, bias],
+                spatial.max(terms),
+                "conv2d_relu",
+                |t| t[0].conv2d_relu(&t[1], Some(&t[2]), &p),
+            );
         }
         let y = randn(&[2, 4, 5, 6], dt, 50);
         let w = randn(&[4, 3, 3, 3], dt, 51);
@@ -598,6 +621,51 @@ fn mixing_devices_is_an_error_naming_the_op() {
 }
 
 #[test]
+fn gradients_flow_across_device_transfers() {
+    let Some(d) = cuda() else { return };
+    // x lives on the CPU; the product runs on the device and comes back:
+    // d/dx sum((x on d) * w, back on the CPU)^2 = 2 (x w) w, on the CPU
+    let x = randn(&[4, 5], DType::F64, 1).as_variable();
+    let w = randn(&[4, 5], DType::F64, 2);
+    let y = x
+        .to_device(d)
+        .unwrap()
+        .mul(&w.to_device(d).unwrap())
+        .unwrap()
+        .to_device(Device::Cpu)
+        .unwrap();
+    let grads = y
+        .square()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward_grads()
+        .unwrap();
+    let g = grads.get(&x).expect("the CPU leaf gets a gradient");
+    assert_eq!(g.device(), Device::Cpu);
+    let want = x.mul(&w).unwrap().mul(&w).unwrap().mul_scalar(2.0).unwrap();
+    assert_close(g, &want, 2, "gradient through to_device and back");
+    // and a device leaf, with the loss on the CPU
+    let xd = randn(&[3, 2], DType::F32, 3)
+        .to_device(d)
+        .unwrap()
+        .as_variable();
+    let grads = xd
+        .to_device(Device::Cpu)
+        .unwrap()
+        .square()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward_grads()
+        .unwrap();
+    let g = grads.get(&xd).expect("the device leaf gets a gradient");
+    assert_eq!(g.device(), d, "the gradient goes back to the leaf's device");
+    let want = xd.to_device(Device::Cpu).unwrap().mul_scalar(2.0).unwrap();
+    assert_close(&g.to_device(Device::Cpu).unwrap(), &want, 1, "device leaf");
+}
+
+#[test]
 fn every_backend_op_has_a_parity_test() {
     // run after the others in this binary: the tests share one process, and
     // this one waits for them by running them first itself
@@ -612,6 +680,22 @@ fn every_backend_op_has_a_parity_test() {
     fourier_transforms();
     the_quadrant_solve();
     the_philox_stream_is_the_cpus();
+    scans_gathers_and_sorted_searches();
+    mixing_devices_is_an_error_naming_the_op();
+    gradients_flow_across_device_transfers();
+    // every other test of this file is called above
+    let source = include_str!("cuda_parity.rs");
+    let body = &source[source
+        .find("fn every_backend_op_has_a_parity_test")
+        .unwrap()..];
+    for test in source.split("#[test]\nfn ").skip(1) {
+        let name = test.split('(').next().unwrap_or_default();
+        assert!(
+            name == "every_backend_op_has_a_parity_test"
+                || body.contains(&format!("    {name}();")),
+            "every_backend_op_has_a_parity_test does not run {name}"
+        );
+    }
     if cuda().is_none() {
         return;
     }

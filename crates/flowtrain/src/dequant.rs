@@ -84,9 +84,7 @@ impl VariationalDequantizer {
         let scaled = x
             .div_scalar(f64::from(1u32 << self.n_bits))?
             .add_scalar(-0.5)?;
-        let c = self.context[1]
-            .forward(&self.context[0].forward(&scaled)?.relu()?)?
-            .relu()?;
+        let c = self.context[1].forward_relu(&self.context[0].forward_relu(&scaled)?)?;
         let dims: Vec<usize> = (1..x.rank()).collect();
         let mut log_q = sum_per_sample(&standard_normal_log_density(eps)?)?;
         let mut h = eps.clone();
@@ -96,7 +94,7 @@ impl VariationalDequantizer {
             let net_in = Tensor::cat(&[&kept, &c], 1)?;
             let out = coupling
                 .out
-                .forward(&coupling.hidden.forward(&net_in)?.relu()?)?;
+                .forward(&coupling.hidden.forward_relu(&net_in)?)?;
             let channels = x.shape()[1];
             let t = out.narrow(1, 0, channels)?;
             let log_scale = out

@@ -97,6 +97,11 @@ impl Conv2d {
         x.conv2d(&self.weight, Some(&self.bias), &self.params)
     }
 
+    /// `relu(forward(x))`, the ReLU fused into the convolution.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv2d_relu(&self.weight, Some(&self.bias), &self.params)
+    }
+
     /// `weight` `(out, in, k, k)` and `bias` `(out)`.
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
         vec![
@@ -205,8 +210,8 @@ impl GlowNet {
 
 impl Conditioner for GlowNet {
     fn forward(&self, h: &Tensor) -> Result<Tensor> {
-        let h = self.first.forward(h)?.relu()?;
-        let h = self.second.forward(&h)?.relu()?;
+        let h = self.first.forward_relu(h)?;
+        let h = self.second.forward_relu(&h)?;
         self.last.forward(&h)
     }
 
@@ -310,7 +315,7 @@ impl Conditioner for DenseNet {
     fn forward(&self, h: &Tensor) -> Result<Tensor> {
         let mut h = h.clone();
         for (bottleneck, grow) in &self.layers {
-            let new = grow.forward(&bottleneck.forward(&h)?.relu()?)?.relu()?;
+            let new = grow.forward_relu(&bottleneck.forward_relu(&h)?)?;
             h = Tensor::cat(&[&h, &new], 1)?;
         }
         let out = self.output.forward(&h)?;

@@ -104,10 +104,13 @@ fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>
             let need = [a.requires_grad(), b.requires_grad(), c.requires_grad()];
             matmul::bias_backward(a, b, g, need)?
         }
-        Op::Conv2d(x, w, geom) => {
-            let (gx, gw) = conv::conv_backward(x, w, g, geom, needs(x, w))?;
-            vec![gx, gw]
-        }
+        Op::Conv2d {
+            x,
+            w,
+            bias,
+            relu,
+            geom,
+        } => conv::conv_backward(x, w, bias.as_ref(), *relu, out, g, geom)?,
         Op::ConvTranspose2d(y, w, geom) => {
             let (gy, gw) = conv::conv_transpose_backward(y, w, g, geom, needs(y, w))?;
             vec![gy, gw]

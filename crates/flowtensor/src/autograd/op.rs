@@ -18,8 +18,15 @@ pub(crate) enum Op {
     Matmul(Tensor, Tensor),
     /// `a @ b + bias` (bias along the last dimension).
     MatmulBias(Tensor, Tensor, Tensor),
-    /// input (X-space), weight.
-    Conv2d(Tensor, Tensor, ConvGeom),
+    /// `epilogue(conv(x, w))`: the output channel's bias added, then ReLU
+    /// when `relu` (see [`crate::Tensor::conv2d_relu`]).
+    Conv2d {
+        x: Tensor,
+        w: Tensor,
+        bias: Option<Tensor>,
+        relu: bool,
+        geom: ConvGeom,
+    },
     /// input (Y-space), weight.
     ConvTranspose2d(Tensor, Tensor, ConvGeom),
     Reshape(Tensor),
@@ -58,10 +65,11 @@ impl Op {
             | Op::TakeAlongDim(x, _, _)
             | Op::Cast(x)
             | Op::ToDevice(x) => vec![x],
-            Op::Binary(a, b, _)
-            | Op::Matmul(a, b)
-            | Op::Conv2d(a, b, _)
-            | Op::ConvTranspose2d(a, b, _) => vec![a, b],
+            Op::Binary(a, b, _) | Op::Matmul(a, b) | Op::ConvTranspose2d(a, b, _) => vec![a, b],
+            Op::Conv2d { x, w, bias, .. } => [Some(x), Some(w), bias.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect(),
             Op::Where(_, t, f) => vec![t, f],
             Op::MatmulBias(a, b, c) => vec![a, b, c],
             Op::Cat(xs, _) | Op::Custom(_, xs) => xs.iter().collect(),

@@ -18,7 +18,7 @@ pub(crate) mod simd;
 pub use simd::isa_name;
 
 use crate::autograd::op::Op;
-use crate::backend::ConvPass;
+use crate::backend::{ConvEpilogue, ConvPass};
 use crate::ops::binary::check_compatible;
 use crate::{Error, PadMode, Result, Tensor};
 use geometry::conv_out_size;
@@ -129,18 +129,42 @@ fn add_bias(op: &'static str, y: Tensor, bias: Option<&Tensor>) -> Result<Tensor
 impl Tensor {
     /// 2-D cross-correlation (PyTorch's `conv2d`): `x (n, c, h, w)`, `weight
     /// (o, c / groups, kh, kw)`, optional `bias (o)`, output `(n, o, ho, wo)` with
-    /// `ho = (h + 2 ph - dh (kh - 1) - 1) / sh + 1` (likewise `wo`).
+    /// `ho = (h + 2 ph - dh (kh - 1) - 1) / sh + 1` (likewise `wo`). The bias is
+    /// added by the convolution kernel itself (no pass of its own).
     pub fn conv2d(
         &self,
         weight: &Tensor,
         bias: Option<&Tensor>,
         p: &Conv2dParams,
     ) -> Result<Tensor> {
-        const OP: &str = "conv2d";
-        let (xs, ws) = check_operands(OP, self, weight, p.stride, p.dilation, p.groups)?;
+        self.conv2d_with("conv2d", weight, bias, p, false)
+    }
+
+    /// `relu(conv2d(x, weight, bias))` as one op: the bias and the ReLU are
+    /// applied by the convolution kernel while its output is in cache, and
+    /// the backward masks the gradient by the output (`y > 0`) once for the
+    /// bias, input and weight gradients.
+    pub fn conv2d_relu(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: &Conv2dParams,
+    ) -> Result<Tensor> {
+        self.conv2d_with("conv2d_relu", weight, bias, p, true)
+    }
+
+    fn conv2d_with(
+        &self,
+        op: &'static str,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: &Conv2dParams,
+        relu: bool,
+    ) -> Result<Tensor> {
+        let (xs, ws) = check_operands(op, self, weight, p.stride, p.dilation, p.groups)?;
         if xs[1] % p.groups != 0 || ws[0] % p.groups != 0 || ws[1] * p.groups != xs[1] {
             return Err(Error::shape(
-                OP,
+                op,
                 &[xs, ws],
                 format!("with {} groups the weight must be (o, c / groups, kh, kw) and o divisible by groups", p.groups),
             ));
@@ -167,7 +191,7 @@ impl Tensor {
         };
         let (Some(ho), Some(wo)) = (out(0), out(1)) else {
             return Err(Error::shape(
-                OP,
+                op,
                 &[xs, ws],
                 "the (padded) input is smaller than the dilated kernel",
             ));
@@ -187,7 +211,17 @@ impl Tensor {
             dilation: p.dilation,
             groups: p.groups,
         };
-        add_bias(OP, conv_forward(&x, weight, geom)?, bias)
+        if let Some(b) = bias {
+            check_compatible(op, self, b)?;
+            if b.shape() != [geom.o] {
+                return Err(Error::shape(
+                    op,
+                    &[xs, ws, b.shape()],
+                    format!("bias must have shape [{}]", geom.o),
+                ));
+            }
+        }
+        conv_forward(&x, weight, bias, relu, geom)
     }
 
     /// 2-D transposed convolution (PyTorch's `conv_transpose2d`): `x (n, c_in, h, w)`,
@@ -255,21 +289,41 @@ impl Tensor {
     }
 }
 
-/// The recorded convolution X-space -> Y-space (zero padding in `geom`).
-fn conv_forward(x: &Tensor, w: &Tensor, geom: ConvGeom) -> Result<Tensor> {
+/// The recorded convolution X-space -> Y-space (zero padding in `geom`),
+/// with the bias and ReLU of its epilogue.
+fn conv_forward(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    relu: bool,
+    geom: ConvGeom,
+) -> Result<Tensor> {
     let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let bias_storage = bias.map(|b| b.storage());
+    let epilogue = ConvEpilogue {
+        bias: bias_storage.as_deref().zip(bias.map(|b| b.layout())),
+        relu,
+    };
     let storage = x.storage().conv(
         x.layout(),
         &w.storage(),
         w.layout(),
         &geom,
         ConvPass::Forward,
+        epilogue,
     )?;
+    let inputs: Vec<&Tensor> = [Some(&x), Some(&w), bias].into_iter().flatten().collect();
     Ok(Tensor::from_op(
         storage,
         &[geom.n, geom.o, geom.ho, geom.wo],
-        || Op::Conv2d(x.clone(), w.clone(), geom),
-        &[&x, &w],
+        || Op::Conv2d {
+            x: x.clone(),
+            w: w.clone(),
+            bias: bias.cloned(),
+            relu,
+            geom,
+        },
+        &inputs,
     ))
 }
 
@@ -282,6 +336,7 @@ fn conv_transpose(y: &Tensor, w: &Tensor, geom: ConvGeom) -> Result<Tensor> {
         w.layout(),
         &geom,
         ConvPass::BackwardData,
+        ConvEpilogue::NONE,
     )?;
     Ok(Tensor::from_op(
         storage,
@@ -300,6 +355,7 @@ pub(crate) fn conv_weight_grad(x: &Tensor, dy: &Tensor, geom: &ConvGeom) -> Resu
         dy.layout(),
         geom,
         ConvPass::BackwardWeight,
+        ConvEpilogue::NONE,
     )?;
     Ok(Tensor::from_storage(
         storage,
@@ -307,18 +363,42 @@ pub(crate) fn conv_weight_grad(x: &Tensor, dy: &Tensor, geom: &ConvGeom) -> Resu
     ))
 }
 
-/// Gradients of `x` and `w` (those asked for by `need`) for `y = conv(x, w)`
-/// given the gradient `g` of `y`.
+/// Gradients of `x`, `w` and the bias (those that require one; `None` in
+/// the place of the others, no entry for an absent bias) for `out =
+/// epilogue(conv(x, w))` given the gradient `g` of `out`: with ReLU the
+/// gradient is first masked by `out > 0`; the bias gradient sums it over
+/// images and positions.
 pub(crate) fn conv_backward(
     x: &Tensor,
     w: &Tensor,
+    bias: Option<&Tensor>,
+    relu: bool,
+    out: &Tensor,
     g: &Tensor,
     geom: &ConvGeom,
-    [need_x, need_w]: [bool; 2],
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    let gx = need_x.then(|| conv_transpose(g, w, *geom)).transpose()?;
-    let gw = need_w.then(|| conv_weight_grad(x, g, geom)).transpose()?;
-    Ok((gx, gw))
+) -> Result<Vec<Option<Tensor>>> {
+    let g = if relu {
+        g.where_positive(out)?
+    } else {
+        g.clone()
+    };
+    let gx = x
+        .requires_grad()
+        .then(|| conv_transpose(&g, w, *geom))
+        .transpose()?;
+    let gw = w
+        .requires_grad()
+        .then(|| conv_weight_grad(x, &g, geom))
+        .transpose()?;
+    let mut grads = vec![gx, gw];
+    if let Some(b) = bias {
+        grads.push(
+            b.requires_grad()
+                .then(|| g.sum(&[0, 2, 3], false))
+                .transpose()?,
+        );
+    }
+    Ok(grads)
 }
 
 /// Gradients of `y` and `w` (those asked for by `need`) for `x =
@@ -330,7 +410,9 @@ pub(crate) fn conv_transpose_backward(
     geom: &ConvGeom,
     [need_y, need_w]: [bool; 2],
 ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    let gy = need_y.then(|| conv_forward(g, w, *geom)).transpose()?;
+    let gy = need_y
+        .then(|| conv_forward(g, w, None, false, *geom))
+        .transpose()?;
     let gw = need_w.then(|| conv_weight_grad(g, y, geom)).transpose()?;
     Ok((gy, gw))
 }

@@ -8,12 +8,17 @@
 //! register tile of `OB` output by `CB` input channels reads vectors of
 //! consecutive positions straight from `dy` and `x` (the last vector of a
 //! row masked), `OB + CB` loads per `OB x CB` multiply-adds, and is reduced
-//! over the whole batch in registers. Tiles are independent, so the result
-//! does not depend on how they are spread over threads.
+//! over the whole batch. Images go in chunks that fit in the L2 cache, every
+//! tile running over one chunk before the next is read (a tile streaming
+//! the whole batch would read it from memory once per tile); a tile's
+//! vector accumulators are kept between chunks, so each sum runs in the same
+//! order as over the whole batch at once. Tiles are independent, so the
+//! result does not depend on how they are spread over threads.
 
 use super::simd::{horizontal_sum, Vector};
 use crate::Element;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// The operands of one pointwise weight gradient.
 pub(crate) struct Operands<'a, T> {
@@ -27,30 +32,52 @@ pub(crate) struct Operands<'a, T> {
     pub positions: usize,
 }
 
-/// A tile kernel compiled for one instruction set: the `[OB][CB]` sums of
-/// output channels `o0..` against input channels `c0..`, row-major in a
-/// `Vec` (channels past `o` or `c` repeat the last one; their sums are
-/// dropped by the caller).
-pub(crate) type TileFn<T> = unsafe fn(&Operands<T>, usize, usize) -> Vec<T>;
+/// A tile kernel compiled for one instruction set, with its shape: `ob x
+/// cb` channels, `lanes` elements per vector.
+#[derive(Clone, Copy)]
+pub(crate) struct TileKernel<T> {
+    pub ob: usize,
+    pub cb: usize,
+    pub lanes: usize,
+    pub run: TileFn<T>,
+}
+
+/// Adds images `images` to the accumulators of output channels `o0..`
+/// against input channels `c0..` kept in `state` (`ob cb` vectors), and with
+/// `sums` writes their sums there (`[ob][cb]`, row-major; channels past `o`
+/// or `c` repeat the last one and are dropped by the caller).
+pub(crate) type TileFn<T> =
+    unsafe fn(&Operands<T>, usize, usize, Range<usize>, &mut [T], Option<&mut [T]>);
 
 /// The `[OB][CB]` dot products of output channels `o0..o0 + OB` of `dy`
-/// with input channels `c0..c0 + CB` of `x` over all images and positions.
+/// with input channels `c0..c0 + CB` of `x` over `images` and all
+/// positions, added to the vector accumulators in `state` (see [`TileFn`]).
 ///
 /// # Safety
 /// The CPU must support `V`'s instructions.
 #[inline(always)]
 pub(crate) unsafe fn tile<T: Element, V: Vector<T>, const OB: usize, const CB: usize>(
     ops: &Operands<T>,
-    o0: usize,
-    c0: usize,
-) -> [[T; CB]; OB] {
+    (o0, c0): (usize, usize),
+    images: Range<usize>,
+    state: &mut [T],
+    sums: Option<&mut [T]>,
+) {
     let p = ops.positions;
     assert!(ops.x.len() >= ops.n * ops.c * p && ops.dy.len() >= ops.n * ops.o * p);
-    assert!(o0 < ops.o && c0 < ops.c);
+    assert!(o0 < ops.o && c0 < ops.c && images.end <= ops.n);
+    assert!(state.len() >= OB * CB * V::LANES && sums.as_ref().is_none_or(|s| s.len() >= OB * CB));
     let os: [usize; OB] = std::array::from_fn(|k| (o0 + k).min(ops.o - 1));
     let cs: [usize; CB] = std::array::from_fn(|j| (c0 + j).min(ops.c - 1));
+    let slot = |k: usize, j: usize| (k * CB + j) * V::LANES;
     let mut acc = [[V::zero(); CB]; OB];
-    for img in 0..ops.n {
+    // (loops, not `map`: closures do not inherit the caller's target features)
+    for (k, row) in acc.iter_mut().enumerate() {
+        for (j, a) in row.iter_mut().enumerate() {
+            *a = V::load(state.as_ptr().add(slot(k, j)));
+        }
+    }
+    for img in images {
         let dy = ops.dy.as_ptr().add(img * ops.o * p);
         let x = ops.x.as_ptr().add(img * ops.c * p);
         acc = image_tile::<T, V, OB, CB>(
@@ -60,14 +87,18 @@ pub(crate) unsafe fn tile<T: Element, V: Vector<T>, const OB: usize, const CB: u
             p,
         );
     }
-    // (loops, not `map`: closures do not inherit the caller's target features)
-    let mut sums = [[T::zero(); CB]; OB];
-    for (row, out) in acc.iter().zip(sums.iter_mut()) {
-        for (&v, o) in row.iter().zip(out.iter_mut()) {
-            *o = horizontal_sum(v);
+    for (k, row) in acc.iter().enumerate() {
+        for (j, a) in row.iter().enumerate() {
+            a.store(state.as_mut_ptr().add(slot(k, j)));
         }
     }
-    sums
+    if let Some(sums) = sums {
+        for (k, row) in acc.iter().enumerate() {
+            for (j, &a) in row.iter().enumerate() {
+                sums[k * CB + j] = horizontal_sum(a);
+            }
+        }
+    }
 }
 
 /// One image's part of [`tile`]: `acc[k][j] += dy_k . x_j` over `positions`
@@ -127,11 +158,14 @@ unsafe fn load<T: Element, V: Vector<T>>(p: *const T, count: usize) -> V {
     }
 }
 
-/// `dw (o, c) = sum_{n, p} dy[n, o, p] x[n, c, p]` with `kernel` (tiles of
-/// `ob x cb`), over threads when `parallel`.
+/// Bytes of operands per chunk of images: half of a core's L2 cache.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// `dw (o, c) = sum_{n, p} dy[n, o, p] x[n, c, p]` with `kernel`, over
+/// threads when `parallel`.
 pub(crate) fn weight_grad<T: Element>(
     ops: &Operands<T>,
-    (ob, cb, kernel): (usize, usize, TileFn<T>),
+    kernel: TileKernel<T>,
     parallel: bool,
 ) -> Vec<T> {
     let (o, c) = (ops.o, ops.c);
@@ -139,17 +173,41 @@ pub(crate) fn weight_grad<T: Element>(
     if o == 0 || c == 0 {
         return dw;
     }
+    let TileKernel { ob, cb, lanes, run } = kernel;
     let tiles: Vec<(usize, usize)> = (0..o.div_ceil(ob))
         .flat_map(|b| (0..c.div_ceil(cb)).map(move |j| (b * ob, j * cb)))
         .collect();
-    // SAFETY: `pointwise_weight_kernel` returned a kernel whose instructions this CPU has.
-    let run = |&(o0, c0): &(usize, usize)| (o0, c0, unsafe { kernel(ops, o0, c0) });
-    let sums: Vec<(usize, usize, Vec<T>)> = if parallel {
-        tiles.par_iter().map(run).collect()
-    } else {
-        tiles.iter().map(run).collect()
-    };
-    for (o0, c0, tile) in sums {
+    let mut states = vec![T::zero(); tiles.len() * ob * cb * lanes];
+    let mut sums = vec![T::zero(); tiles.len() * ob * cb];
+    let image_bytes = (o + c) * ops.positions * std::mem::size_of::<T>();
+    let chunk = (CHUNK_BYTES / image_bytes.max(1)).max(1);
+    for start in (0..ops.n).step_by(chunk) {
+        let images = start..ops.n.min(start + chunk);
+        let last = images.end == ops.n;
+        let step = |(tile, (state, sum)): (usize, (&mut [T], &mut [T]))| {
+            // SAFETY: `pointwise_weight_kernel` returned a kernel whose
+            // instructions this CPU has; `state` and `sum` have its sizes.
+            unsafe {
+                run(
+                    ops,
+                    tiles[tile].0,
+                    tiles[tile].1,
+                    images.clone(),
+                    state,
+                    last.then_some(sum),
+                )
+            }
+        };
+        let (states, sums) = (states.chunks_mut(ob * cb * lanes), sums.chunks_mut(ob * cb));
+        if parallel {
+            let states: Vec<_> = states.collect();
+            let sums: Vec<_> = sums.collect();
+            states.into_par_iter().zip(sums).enumerate().for_each(step);
+        } else {
+            states.zip(sums).enumerate().for_each(step);
+        }
+    }
+    for (&(o0, c0), tile) in tiles.iter().zip(sums.chunks(ob * cb)) {
         for (k, row) in tile.chunks(cb).enumerate().take(o - o0) {
             let dst = &mut dw[(o0 + k) * c + c0..];
             for (d, &v) in dst.iter_mut().zip(row).take(c - c0) {

@@ -11,7 +11,7 @@
 //! is parallel.
 
 use super::{SeriesGeom, Stop};
-use crate::conv::cpu::{conv_bwd_data, conv_bwd_weight, conv_fwd};
+use crate::conv::cpu::{conv_bwd_data, conv_bwd_weight, conv_fwd, Epilogue};
 use crate::conv::{
     weight_grad_into, ConvGeom, DirectConv, ImageConv3x3, PerThread, Threads, WeightGrad,
 };
@@ -59,7 +59,7 @@ impl<'a, T: DirectConv> SameConv<'a, T> {
                 let out = if *adjoint {
                     conv_bwd_data(src, kernel, geom)
                 } else {
-                    conv_fwd(src, kernel, geom)
+                    conv_fwd(src, kernel, geom, Epilogue::NONE)
                 };
                 dst.copy_from_slice(&out);
             }

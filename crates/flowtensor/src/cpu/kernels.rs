@@ -55,7 +55,7 @@ const PIECE: usize = 4096;
 /// A loop to compile once per instruction set by [`vectorized`]. `run`
 /// must be `#[inline(always)]`, so that its body is compiled inside each
 /// instruction set's function rather than called from it.
-pub(super) trait Loop {
+pub(crate) trait Loop {
     fn run(self);
 }
 
@@ -64,7 +64,7 @@ pub(super) trait Loop {
 /// them; the baseline build otherwise only has SSE2. The kernels use no
 /// fused multiply-add, so results are the same bits on every instruction set.
 #[inline(always)]
-pub(super) fn vectorized<L: Loop>(body: L) {
+pub(crate) fn vectorized<L: Loop>(body: L) {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::conv::simd::{isa, Isa};

@@ -182,7 +182,16 @@ pub(crate) fn matmul<T: TiledGemm>(
     let tiled = batches == 1
         && unsafe {
             let (oa, ob) = (rows_a.base(0) as usize, rows_b.base(0) as usize);
-            tiled_gemm(m, k, n, operand(a, oa, sa), operand(b, ob, sb), bias, spare)
+            tiled_gemm(
+                m,
+                k,
+                n,
+                operand(a, oa, sa),
+                operand(b, ob, sb),
+                bias,
+                spare,
+                true,
+            )
         };
     if tiled {
         // `spare` is written.

@@ -6,11 +6,13 @@ mod kernels;
 mod math;
 pub(crate) mod matmul;
 mod tiled_gemm;
+pub(crate) use tiled_gemm::{tiled_gemm, Strided, TiledGemm};
 
 pub(crate) use gather::split_at_dim;
 pub use kernels::PAR_THRESHOLD;
+pub(crate) use kernels::{vectorized, Loop};
 
-use crate::backend::{BackendStorage, ConvPass, Draw, SolveGeom};
+use crate::backend::{BackendStorage, ConvEpilogue, ConvPass, Draw, SolveGeom};
 use crate::conv::cpu as conv_cpu;
 use crate::conv::{ConvGeom, DirectConv};
 use crate::conv_exp::cpu as conv_exp_cpu;
@@ -39,6 +41,29 @@ macro_rules! each_dtype {
 }
 
 /// Like [`each_dtype`] for two storages that must share a dtype.
+/// A bias operand (matmul, conv) as contiguous host values, checked to
+/// have the dtype of the op's first operand.
+fn bias_values(
+    op: &'static str,
+    dtype: DType,
+    bias: Option<(&CpuStorage, &Layout)>,
+) -> Result<Option<CpuStorage>> {
+    match bias {
+        Some((s, _)) if s.dtype() != dtype => Err(Error::DTypeMismatch {
+            op,
+            lhs: dtype,
+            rhs: s.dtype(),
+        }),
+        Some((s, l)) => Ok(Some(s.to_host(l)?)),
+        None => Ok(None),
+    }
+}
+
+/// The values of [`bias_values`]' result, for the element type `T`.
+fn slice<T: Element>(bias: &Option<CpuStorage>) -> Option<&[T]> {
+    bias.as_ref().and_then(T::slice)
+}
+
 macro_rules! each_dtype_pair {
     ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
         match ($a, $b) {
@@ -294,21 +319,8 @@ impl BackendStorage for CpuStorage {
         lb: &Layout,
         bias: Option<(&Self, &Layout)>,
     ) -> Result<Self> {
-        let bias = match bias {
-            Some((s, _)) if s.dtype() != self.dtype() => {
-                return Err(Error::DTypeMismatch {
-                    op: "matmul",
-                    lhs: self.dtype(),
-                    rhs: s.dtype(),
-                })
-            }
-            Some((s, l)) => Some(s.to_host(l)?),
-            None => None,
-        };
-        fn values<T: Element>(bias: &Option<CpuStorage>) -> Option<&[T]> {
-            bias.as_ref().and_then(T::slice)
-        }
-        each_dtype_pair!("matmul", self, rhs, (a, b) => matmul::matmul(a, la, b, lb, values(&bias)))
+        let bias = bias_values("matmul", self.dtype(), bias)?;
+        each_dtype_pair!("matmul", self, rhs, (a, b) => matmul::matmul(a, la, b, lb, slice(&bias)))
     }
 
     /// One of the three convolution kernels on contiguous operands: `self` is
@@ -320,12 +332,17 @@ impl BackendStorage for CpuStorage {
         lo: &Layout,
         g: &ConvGeom,
         pass: ConvPass,
+        epilogue: ConvEpilogue<'_, Self>,
     ) -> Result<Self> {
         let (ra, rb) = (contiguous("conv2d", l)?, contiguous("conv2d", lo)?);
+        let bias = bias_values("conv2d", self.dtype(), epilogue.bias)?;
         each_dtype_pair!("conv2d", self, other, (a, b) => {
             let (a, b) = (&a[ra.clone()], &b[rb.clone()]);
             match pass {
-                ConvPass::Forward => conv_cpu::conv_fwd(a, b, g),
+                ConvPass::Forward => {
+                    let epilogue = conv_cpu::Epilogue { bias: slice(&bias), relu: epilogue.relu };
+                    conv_cpu::conv_fwd(a, b, g, epilogue)
+                }
                 ConvPass::BackwardData => conv_cpu::conv_bwd_data(a, b, g),
                 ConvPass::BackwardWeight => conv_cpu::conv_bwd_weight(a, b, g),
             }

@@ -127,11 +127,13 @@ fn panel_vectors(n: usize, lanes: usize) -> usize {
 /// into `c` (row-major, every element written) and returns true if the
 /// tiled kernel takes this shape on this CPU: vector registers for `T`, and
 /// `B` small enough to stay in cache once packed. Returns false, writing
-/// nothing, otherwise.
+/// nothing, otherwise. Blocks of rows run in parallel when `parallel` and
+/// the product is large enough.
 ///
 /// # Safety
 /// `a` and `b` must describe valid `m x k` and `k x n` matrices, and `c`
 /// must hold `m n` elements.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn tiled_gemm<T: TiledGemm>(
     m: usize,
     k: usize,
@@ -140,6 +142,7 @@ pub(crate) unsafe fn tiled_gemm<T: TiledGemm>(
     b: Strided<T>,
     bias: Option<&[T]>,
     c: &mut [MaybeUninit<T>],
+    parallel: bool,
 ) -> bool {
     let Some((lanes, kernel)) = T::block_kernel() else {
         return false;
@@ -150,7 +153,11 @@ pub(crate) unsafe fn tiled_gemm<T: TiledGemm>(
         return false;
     }
     let packed = pack(k, n, b, width);
-    let tasks = (m * k * n / PAR_MACS).min(4 * rayon::current_num_threads());
+    let tasks = if parallel {
+        (m * k * n / PAR_MACS).min(4 * rayon::current_num_threads())
+    } else {
+        1
+    };
     // the block's rows, written by the kernel, get the bias while in cache
     let finish = |c: &mut [MaybeUninit<T>]| {
         if let Some(bias) = bias {

@@ -4,7 +4,7 @@
 
 use super::launch::{grid_1d, grid_per_item, Arg, ConvParams, FtLayout, Launch, THREADS};
 use super::{check_operands, device, suffix, CudaStorage};
-use crate::backend::{BackendStorage, ConvPass, Draw, SolveGeom};
+use crate::backend::{BackendStorage, ConvEpilogue, ConvPass, Draw, SolveGeom};
 use crate::conv::ConvGeom;
 use crate::conv_exp::{SeriesGeom, Stop};
 use crate::cpu::split_at_dim;
@@ -84,6 +84,43 @@ fn launch_1d<'a>(
 
 impl CudaStorage {
     /// A new output of `n` elements of `dtype` on this storage's device.
+    /// The forward convolution's epilogue on its output `y`, in place
+    /// (`kernels/conv.cu`, `conv_epilogue`).
+    fn conv_epilogue(
+        &self,
+        y: &mut CudaStorage,
+        g: &ConvGeom,
+        epilogue: ConvEpilogue<'_, CudaStorage>,
+    ) -> Result<()> {
+        const OP: &str = "conv2d";
+        let n = g.n * g.o * g.ho * g.wo;
+        if (epilogue.bias.is_none() && !epilogue.relu) || n == 0 {
+            return Ok(());
+        }
+        let bias = match epilogue.bias {
+            Some((b, lb)) => {
+                check_operands(OP, &[self, b])?;
+                Some(b.contiguous_view(lb)?)
+            }
+            None => None,
+        };
+        // without a bias the kernel reads none: the output stands in for it
+        let bias_arg = match &bias {
+            Some(b) => Arg::In(b),
+            None => Arg::In(self),
+        };
+        let args = vec![
+            Arg::Out(y),
+            bias_arg,
+            Arg::I64(n as i64),
+            Arg::I64(g.o as i64),
+            Arg::I64((g.ho * g.wo) as i64),
+            Arg::I32(bias.is_some() as i32),
+            Arg::I32(epilogue.relu as i32),
+        ];
+        self.run(launch_1d("conv", "conv_epilogue", self.dtype, n, args))
+    }
+
     fn output(&self, n: usize, dtype: DType) -> Result<CudaStorage> {
         self.zeros_like_device(n, dtype)
     }
@@ -373,6 +410,7 @@ impl BackendStorage for CudaStorage {
         lo: &Layout,
         g: &ConvGeom,
         pass: ConvPass,
+        epilogue: ConvEpilogue<'_, Self>,
     ) -> Result<Self> {
         const OP: &str = "conv2d";
         check_operands(OP, &[self, other])?;
@@ -384,7 +422,13 @@ impl BackendStorage for CudaStorage {
             ConvPass::BackwardWeight => (g.o * g.cg() * g.kh * g.kw, self.dtype),
         };
         let mut y = self.output(n, dtype)?;
-        if n == 0 || g.is_empty() {
+        if n == 0 {
+            return Ok(y);
+        }
+        if g.is_empty() {
+            if pass == ConvPass::Forward {
+                self.conv_epilogue(&mut y, g, epilogue)?;
+            }
             return Ok(y);
         }
         let args = vec![Arg::In(&a), Arg::In(&b), Arg::Out(&mut y), Arg::Conv(p)];
@@ -419,6 +463,9 @@ impl BackendStorage for CudaStorage {
             }
         };
         self.run(launch)?;
+        if pass == ConvPass::Forward {
+            self.conv_epilogue(&mut y, g, epilogue)?;
+        }
         Ok(y)
     }
 

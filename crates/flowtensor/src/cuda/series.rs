@@ -17,7 +17,7 @@
 
 use super::launch::{grid_1d, Arg, Launch};
 use super::{suffix, CudaStorage};
-use crate::backend::{BackendStorage, ConvPass};
+use crate::backend::{BackendStorage, ConvEpilogue, ConvPass};
 use crate::conv_exp::{SeriesGeom, Stop};
 use crate::cpu::CpuStorage;
 use crate::layout::Layout;
@@ -71,7 +71,7 @@ fn apply(
     } else {
         ConvPass::Forward
     };
-    u.conv(&lu, k, &lk, &geom, pass)
+    u.conv(&lu, k, &lk, &geom, pass, ConvEpilogue::NONE)
 }
 
 /// The largest `|u|` of every image, on the host (NaN when an entry is NaN).
@@ -260,7 +260,14 @@ pub(crate) fn backward(
             )?;
             let geom = sg.conv(terms * images);
             let l = Layout::contiguous(&[terms * images, sg.c, sg.h, sg.w]);
-            let part = stacked_us.conv(&l, &stacked_scaled, &l, &geom, ConvPass::BackwardWeight)?;
+            let part = stacked_us.conv(
+                &l,
+                &stacked_scaled,
+                &l,
+                &geom,
+                ConvPass::BackwardWeight,
+                ConvEpilogue::NONE,
+            )?;
             let lk = Layout::contiguous(&[kernel_len]);
             let sum = dk.binary(&lk, &part, &lk, crate::ops::kinds::BinaryOp::Add)?;
             *dk = sum;
