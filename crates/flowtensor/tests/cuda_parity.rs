@@ -623,6 +623,17 @@ fn mixing_devices_is_an_error_naming_the_op() {
 #[test]
 fn gradients_flow_across_device_transfers() {
     let Some(d) = cuda() else { return };
+    // the gradient of sum(y^2) for the leaf x
+    let grad_of_squares = |y: Tensor, x: &Tensor| {
+        let grads = y
+            .square()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward_grads()
+            .unwrap();
+        grads.get(x).expect("the leaf gets a gradient").clone()
+    };
     // x lives on the CPU; the product runs on the device and comes back:
     // d/dx sum((x on d) * w, back on the CPU)^2 = 2 (x w) w, on the CPU
     let x = randn(&[4, 5], DType::F64, 1).as_variable();
@@ -634,32 +645,16 @@ fn gradients_flow_across_device_transfers() {
         .unwrap()
         .to_device(Device::Cpu)
         .unwrap();
-    let grads = y
-        .square()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward_grads()
-        .unwrap();
-    let g = grads.get(&x).expect("the CPU leaf gets a gradient");
+    let g = grad_of_squares(y, &x);
     assert_eq!(g.device(), Device::Cpu);
     let want = x.mul(&w).unwrap().mul(&w).unwrap().mul_scalar(2.0).unwrap();
-    assert_close(g, &want, 2, "gradient through to_device and back");
+    assert_close(&g, &want, 2, "gradient through to_device and back");
     // and a device leaf, with the loss on the CPU
     let xd = randn(&[3, 2], DType::F32, 3)
         .to_device(d)
         .unwrap()
         .as_variable();
-    let grads = xd
-        .to_device(Device::Cpu)
-        .unwrap()
-        .square()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward_grads()
-        .unwrap();
-    let g = grads.get(&xd).expect("the device leaf gets a gradient");
+    let g = grad_of_squares(xd.to_device(Device::Cpu).unwrap(), &xd);
     assert_eq!(g.device(), d, "the gradient goes back to the leaf's device");
     let want = xd.to_device(Device::Cpu).unwrap().mul_scalar(2.0).unwrap();
     assert_close(&g.to_device(Device::Cpu).unwrap(), &want, 1, "device leaf");
