@@ -453,9 +453,7 @@ fn conditioner(config: &TrainConfig, c1: u64, out: u64, hw: u64) -> Cost {
         let hidden = config.hidden_channels as u64;
         let mut net =
             conv(c1, hidden, 3, hw) + conv(hidden, hidden, 1, hw) + conv(hidden, out, 3, hw);
-        net.params += out; // the output's log-scales
-                           // relu outputs of both hidden layers
-        net.activations += 2 * m(hidden, hw);
+        net.params += out; // the output's log-scales (the ReLUs are fused into the convolutions)
         return net;
     }
     let growth = config.densenet_growth as u64;
@@ -468,8 +466,8 @@ fn conditioner(config: &TrainConfig, c1: u64, out: u64, hw: u64) -> Cost {
             width
         };
         net = net + conv(width, mid, 1, hw) + conv(mid, growth, 3, hw);
-        // relus and the concatenation
-        net.activations += m(mid + growth, hw) + m(width + growth, hw);
+        // the concatenation (the ReLUs are fused into the convolutions)
+        net.activations += m(width + growth, hw);
         width += growth;
     }
     let outputs = if config.use_gated_conv { 3 } else { 1 } * out;
@@ -544,7 +542,9 @@ fn model_cost(config: &TrainConfig, [c0, h0, w0]: [usize; 3]) -> Cost {
             dq = dq + conv(c + hidden, hidden, 3, hw) + conv(hidden, 2 * c, 3, hw);
             dq.params += 2 * c;
             dq.buffers += hw;
-            dq.activations += m(c + 3 * hidden, hw) + 8 * m(c, hw);
+            // the context concatenated and the elementwise chain (the
+            // ReLUs are fused into the convolutions)
+            dq.activations += m(c + 2 * hidden, hw) + 8 * m(c, hw);
         }
         total = total + dq;
     }
