@@ -112,17 +112,33 @@ fn check_operands<'a>(
     Ok((xs, ws))
 }
 
-/// Adds a per-channel bias `(channels)` to an NCHW tensor.
-fn add_bias(op: &'static str, y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let Some(b) = bias else { return Ok(y) };
-    let channels = y.shape()[1];
+/// Checks a per-channel bias: `(channels)`, on the device and of the dtype
+/// of `x`; the error names `op` and the shapes in `context` with the bias's.
+fn check_bias(
+    op: &'static str,
+    x: &Tensor,
+    bias: Option<&Tensor>,
+    channels: usize,
+    context: &[&[usize]],
+) -> Result<()> {
+    let Some(b) = bias else { return Ok(()) };
+    check_compatible(op, x, b)?;
     if b.shape() != [channels] {
+        let shapes: Vec<&[usize]> = context.iter().copied().chain([b.shape()]).collect();
         return Err(Error::shape(
             op,
-            &[y.shape(), b.shape()],
+            &shapes,
             format!("bias must have shape [{channels}]"),
         ));
     }
+    Ok(())
+}
+
+/// Adds a per-channel bias `(channels)` to an NCHW tensor.
+fn add_bias(op: &'static str, y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let channels = y.shape()[1];
+    check_bias(op, &y, bias, channels, &[y.shape()])?;
+    let Some(b) = bias else { return Ok(y) };
     y.add(&b.reshape(&[1, channels, 1, 1])?)
 }
 
@@ -211,16 +227,7 @@ impl Tensor {
             dilation: p.dilation,
             groups: p.groups,
         };
-        if let Some(b) = bias {
-            check_compatible(op, self, b)?;
-            if b.shape() != [geom.o] {
-                return Err(Error::shape(
-                    op,
-                    &[xs, ws, b.shape()],
-                    format!("bias must have shape [{}]", geom.o),
-                ));
-            }
-        }
+        check_bias(op, self, bias, geom.o, &[xs, ws])?;
         conv_forward(&x, weight, bias, relu, geom)
     }
 

@@ -198,13 +198,19 @@ pub(crate) fn weight_grad<T: Element>(
                 )
             }
         };
-        let (states, sums) = (states.chunks_mut(ob * cb * lanes), sums.chunks_mut(ob * cb));
+        let (state_len, sum_len) = (ob * cb * lanes, ob * cb);
         if parallel {
-            let states: Vec<_> = states.collect();
-            let sums: Vec<_> = sums.collect();
-            states.into_par_iter().zip(sums).enumerate().for_each(step);
+            states
+                .par_chunks_mut(state_len)
+                .zip(sums.par_chunks_mut(sum_len))
+                .enumerate()
+                .for_each(step);
         } else {
-            states.zip(sums).enumerate().for_each(step);
+            states
+                .chunks_mut(state_len)
+                .zip(sums.chunks_mut(sum_len))
+                .enumerate()
+                .for_each(step);
         }
     }
     for (&(o0, c0), tile) in tiles.iter().zip(sums.chunks(ob * cb)) {
