@@ -6,8 +6,10 @@
 //!   (the hand-written kernels of `kernels/*.cu` through cudarc and NVRTC,
 //!   or their CPU emulation with the `cuda-emu` feature; see [`cuda`]).
 //! - Autodiff: ops record a graph when an input requires grad;
-//!   [`Tensor::backward`] accumulates leaf gradients; [`no_grad`] turns
-//!   recording off; [`CustomOp`] adds ops with their own backward.
+//!   [`Tensor::backward`] accumulates leaf gradients; [`grad`] takes
+//!   vector-Jacobian products and, with `create_graph`, gradients of
+//!   gradients; [`no_grad`] turns recording off; [`CustomOp`] adds ops with
+//!   their own backward.
 //! - Every op with shape preconditions returns [`Result`] with an [`Error`]
 //!   naming the op and the shapes.
 
@@ -32,7 +34,7 @@ mod storage;
 mod tensor;
 pub mod triangular;
 
-pub use autograd::{is_grad_enabled, no_grad, CustomOp, GradStore, NoGradGuard};
+pub use autograd::{enable_grad, grad, is_grad_enabled, no_grad, CustomOp, GradStore, NoGradGuard};
 pub use backend::BACKEND_OPS;
 pub use conv::{isa_name, Conv2dParams, ConvTranspose2dParams};
 pub use cpu::{CpuStorage, PAR_THRESHOLD};

@@ -22,6 +22,12 @@ pub const BUILD_BELOW: u64 = 4 << 20;
 /// ... when they have at most this many flow steps (so that a case stays
 /// in milliseconds; the proptest suites build larger ones).
 pub const MAX_BUILT_STEPS: usize = 4;
+/// ... and no network wider than this many channels (hidden, intermediate,
+/// or a DenseNet's total growth): a case's time grows with the square of
+/// the width, and the memory estimate alone lets through 80-channel
+/// Sylvester networks on MNIST that take a second per case in release and
+/// half a minute under the fuzzer's sanitizers.
+pub const MAX_BUILT_WIDTH: usize = 32;
 
 /// An IDX file: raw with 1 or 3 dimensions, and gzipped when `bytes` starts
 /// with the gzip magic; what loads is cut into a batch.
@@ -122,7 +128,13 @@ pub fn config(bytes: &[u8]) -> Result<()> {
 
 /// Whether the model of `config` is small enough to build in a fuzz case.
 fn small(config: &TrainConfig, shape: [usize; 3]) -> bool {
+    let widths = [
+        config.hidden_channels,
+        config.n_intermediate_channels,
+        config.densenet_depth.saturating_mul(config.densenet_growth),
+    ];
     config.n_levels * config.n_subflows <= MAX_BUILT_STEPS
+        && widths.iter().all(|&w| w <= MAX_BUILT_WIDTH)
         && limits::sample_bytes(config, shape, 2) < BUILD_BELOW
 }
 

@@ -1,11 +1,12 @@
 //! Reverse-mode traversal: topological order, one backward rule per op, and
 //! accumulation of leaf gradients.
 
+use super::mode::{is_grad_enabled, with_grad_mode};
 use super::op::Op;
 use crate::conv;
 use crate::ops::{binary, copy, gather, matmul, reduce, unary, view};
 use crate::profile::{self, Phase};
-use crate::{no_grad, Error, Result, Tensor, TensorId};
+use crate::{Error, Result, Tensor, TensorId};
 use std::collections::{HashMap, HashSet};
 
 /// Gradients of the leaves of one backward pass, by tensor.
@@ -45,12 +46,12 @@ impl GradStore {
     }
 }
 
-/// Nodes that `root` depends on through tracked ops, outputs before inputs.
-fn topological_order(root: &Tensor) -> Vec<Tensor> {
+/// Nodes that `roots` depend on through tracked ops, outputs before inputs.
+fn topological_order(roots: &[Tensor]) -> Vec<Tensor> {
     let mut order = Vec::new();
     let mut seen = HashSet::new();
     // Iterative post-order DFS: (node, children already pushed).
-    let mut stack = vec![(root.clone(), false)];
+    let mut stack: Vec<(Tensor, bool)> = roots.iter().rev().map(|r| (r.clone(), false)).collect();
     while let Some((node, expanded)) = stack.pop() {
         if expanded {
             order.push(node);
@@ -115,6 +116,10 @@ fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>
             let (gy, gw) = conv::conv_transpose_backward(y, w, g, geom, needs(y, w))?;
             vec![gy, gw]
         }
+        Op::ConvWeightGrad(x, dy, geom) => {
+            let (gx, gdy) = conv::conv_weight_grad_backward(x, dy, g, geom, needs(x, dy))?;
+            vec![gx, gdy]
+        }
         Op::Reshape(x) => vec![Some(g.reshape(x.shape())?)],
         Op::Permute(_, dims) => vec![Some(view::permute_backward(g, dims)?)],
         Op::Narrow(x, dim, start) => vec![Some(view::narrow_backward(x, g, *dim, *start)?)],
@@ -126,6 +131,8 @@ fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>
             .map(Some)
             .collect(),
         Op::IndexSelect(x, dim, idx) => vec![Some(copy::index_select_backward(x, g, *dim, idx)?)],
+        Op::IndexAdd(_, dim, idx) => vec![Some(g.index_select(*dim, idx)?)],
+        Op::ScatterAdd(_, index, dim) => vec![Some(g.take_along_dim(index, *dim)?)],
         Op::Cumsum(_, dim) => vec![Some(gather::cumsum_backward(g, *dim)?)],
         Op::TakeAlongDim(x, index, dim) => {
             vec![Some(gather::take_along_dim_backward(x, g, index, *dim)?)]
@@ -133,6 +140,13 @@ fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>
         Op::Cast(x) => vec![Some(g.to_dtype(x.dtype())?)],
         Op::ToDevice(x) => vec![Some(g.to_device(x.device())?)],
         Op::Custom(custom, xs) => {
+            if is_grad_enabled() && !custom.backward_is_differentiable() {
+                return Err(Error::Autograd(format!(
+                    "custom op {} has no recorded backward, so a gradient through it cannot be \
+                     differentiated again (grad with create_graph)",
+                    custom.name()
+                )));
+            }
             let grads = custom.backward(xs, out, g)?;
             if grads.len() != xs.len() {
                 return Err(Error::Autograd(format!(
@@ -147,40 +161,143 @@ fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>
     })
 }
 
-/// Runs backward from `root` (seeded with ones) and returns the leaf gradients.
-pub(crate) fn backward(root: &Tensor) -> Result<GradStore> {
-    let outer = profile::current_scope();
-    profile::with_scope(outer, Phase::Backward, || no_grad(|| backward_pass(root)))
+/// Where a backward pass delivers gradients.
+enum Targets {
+    /// Every leaf the roots depend on ([`Tensor::backward`]).
+    Leaves,
+    /// These tensors, leaves or not ([`grad`]); the pass visits only the
+    /// nodes through which a root depends on one of them.
+    Tensors(HashSet<TensorId>),
 }
 
-fn backward_pass(root: &Tensor) -> Result<GradStore> {
-    let mut pending = GradStore::default();
-    let mut leaves = GradStore::default();
-    if !root.requires_grad() {
-        return Ok(leaves);
+/// Runs backward from `root` (seeded with ones) and returns the leaf gradients.
+pub(crate) fn backward(root: &Tensor) -> Result<GradStore> {
+    let seed = root.ones_like()?;
+    run_pass(vec![(root.clone(), seed)], &Targets::Leaves, false)
+}
+
+/// Vector-Jacobian products: the gradient of `sum_i <outputs[i],
+/// grad_outputs[i]>` with respect to each of `inputs` (leaves or not), or
+/// `None` for an input the outputs do not depend on. An empty
+/// `grad_outputs` means ones (the gradient of the outputs' sum).
+///
+/// With `create_graph` the backward rules are recorded like any other ops,
+/// so the gradients can be differentiated again (Hessian-vector products,
+/// the log-det estimators of residual flows); without it they are plain
+/// values, as from [`Tensor::backward`]. No leaf's `grad` slot is touched.
+/// Custom ops take part in a recorded pass when their backward is
+/// ([`crate::CustomOp::backward_is_differentiable`]); else the pass fails.
+pub fn grad(
+    outputs: &[Tensor],
+    inputs: &[Tensor],
+    grad_outputs: &[Tensor],
+    create_graph: bool,
+) -> Result<Vec<Option<Tensor>>> {
+    if !grad_outputs.is_empty() && grad_outputs.len() != outputs.len() {
+        return Err(Error::Autograd(format!(
+            "grad: {} grad_outputs for {} outputs",
+            grad_outputs.len(),
+            outputs.len()
+        )));
     }
-    pending.accumulate(root, root.ones_like()?)?;
-    for node in topological_order(root) {
+    if let Some(i) = inputs.iter().position(|t| !t.requires_grad()) {
+        return Err(Error::Autograd(format!(
+            "grad: input {i} (shape {:?}) does not require grad",
+            inputs[i].shape()
+        )));
+    }
+    let mut seeds = Vec::new();
+    for (i, out) in outputs.iter().enumerate() {
+        let seed = match grad_outputs.get(i) {
+            Some(g) if g.shape() != out.shape() => {
+                return Err(Error::Autograd(format!(
+                    "grad: grad_outputs[{i}] has shape {:?}, output {i} has shape {:?}",
+                    g.shape(),
+                    out.shape()
+                )))
+            }
+            Some(g) => g.clone(),
+            None => out.ones_like()?,
+        };
+        if out.requires_grad() {
+            seeds.push((out.clone(), seed));
+        }
+    }
+    let targets = Targets::Tensors(inputs.iter().map(|t| t.id()).collect());
+    let store = run_pass(seeds, &targets, create_graph)?;
+    Ok(inputs.iter().map(|t| store.get(t).cloned()).collect())
+}
+
+fn run_pass(
+    seeds: Vec<(Tensor, Tensor)>,
+    targets: &Targets,
+    create_graph: bool,
+) -> Result<GradStore> {
+    let outer = profile::current_scope();
+    profile::with_scope(outer, Phase::Backward, || {
+        with_grad_mode(create_graph, || backward_pass(seeds, targets))
+    })
+}
+
+fn backward_pass(seeds: Vec<(Tensor, Tensor)>, targets: &Targets) -> Result<GradStore> {
+    let mut pending = GradStore::default();
+    let mut found = GradStore::default();
+    let roots: Vec<Tensor> = seeds.iter().map(|(r, _)| r.clone()).collect();
+    for (root, seed) in seeds {
+        if root.requires_grad() {
+            pending.accumulate(&root, seed)?;
+        }
+    }
+    let order = topological_order(&roots);
+    let relevant = match targets {
+        Targets::Leaves => None,
+        Targets::Tensors(wanted) => Some(leading_to(&order, wanted)),
+    };
+    for node in order {
+        if relevant.as_ref().is_some_and(|r| !r.contains(&node.id())) {
+            continue;
+        }
         let Some(g) = pending.remove(&node) else {
             continue;
         };
-        match node.op() {
-            None => leaves.accumulate(&node, g)?,
-            Some(op) => {
-                // a node carries a scope only when it was recorded while profiling
-                let rule = || backward_rule(op, &node, &g);
-                let grads = match node.profile_scope() {
-                    Some(scope) => profile::with_scope(scope.clone(), Phase::Backward, rule),
-                    None => rule(),
-                }?;
-                drop(g);
-                for (input, grad) in op.inputs().into_iter().zip(grads) {
-                    if let (true, Some(grad)) = (input.requires_grad(), grad) {
-                        pending.accumulate(input, grad)?;
-                    }
-                }
+        let wanted = match targets {
+            Targets::Leaves => node.op().is_none(),
+            Targets::Tensors(wanted) => wanted.contains(&node.id()),
+        };
+        if wanted {
+            found.accumulate(&node, g.clone())?;
+        }
+        let Some(op) = node.op() else {
+            continue;
+        };
+        // a node carries a scope only when it was recorded while profiling
+        let rule = || backward_rule(op, &node, &g);
+        let grads = match node.profile_scope() {
+            Some(scope) => profile::with_scope(scope.clone(), Phase::Backward, rule),
+            None => rule(),
+        }?;
+        drop(g);
+        for (input, grad) in op.inputs().into_iter().zip(grads) {
+            if let (true, Some(grad)) = (input.requires_grad(), grad) {
+                pending.accumulate(input, grad)?;
             }
         }
     }
-    Ok(leaves)
+    Ok(found)
+}
+
+/// The nodes of `order` (outputs before inputs) that are in `wanted` or
+/// depend on one of them.
+fn leading_to(order: &[Tensor], wanted: &HashSet<TensorId>) -> HashSet<TensorId> {
+    let mut leads = HashSet::new();
+    for node in order.iter().rev() {
+        let feeds = wanted.contains(&node.id())
+            || node
+                .op()
+                .is_some_and(|op| op.inputs().iter().any(|t| leads.contains(&t.id())));
+        if feeds {
+            leads.insert(node.id());
+        }
+    }
+    leads
 }

@@ -18,11 +18,21 @@ pub trait CustomOp: Send + Sync {
 
     /// The gradient of each input (same shape as that input, `None` where
     /// there is none) given the output and the gradient of the loss with
-    /// respect to it. It runs with graph recording off.
+    /// respect to it. It runs with graph recording off, except in a
+    /// [`crate::grad`] pass with `create_graph`, which only runs it when
+    /// [`CustomOp::backward_is_differentiable`] says so.
     fn backward(
         &self,
         inputs: &[Tensor],
         output: &Tensor,
         grad_output: &Tensor,
     ) -> Result<Vec<Option<Tensor>>>;
+
+    /// True when `backward` computes its gradients with tensor ops that
+    /// autodiff records (not with raw kernels), so that they can be
+    /// differentiated again. A recorded pass through an op that says
+    /// `false` fails rather than return a wrong second derivative.
+    fn backward_is_differentiable(&self) -> bool {
+        false
+    }
 }

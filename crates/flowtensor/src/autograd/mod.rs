@@ -3,7 +3,9 @@
 //! Every op records, when grad mode is on and an input requires grad, an
 //! [`op::Op`] naming its inputs. `backward` walks that graph once in reverse
 //! topological order, applying one backward rule per op, and accumulates the
-//! gradients of leaf variables into their `grad` slots.
+//! gradients of leaf variables into their `grad` slots. [`grad`] computes
+//! vector-Jacobian products for any tensors and, with `create_graph`,
+//! records its backward rules so that gradients can be differentiated again.
 
 mod backprop;
 mod custom;
@@ -11,7 +13,7 @@ mod mode;
 pub(crate) mod op;
 
 pub(crate) use backprop::backward;
-pub use backprop::GradStore;
+pub use backprop::{grad, GradStore};
 pub use custom::CustomOp;
 pub(crate) use mode::with_grad_mode;
-pub use mode::{is_grad_enabled, no_grad, NoGradGuard};
+pub use mode::{enable_grad, is_grad_enabled, no_grad, NoGradGuard};

@@ -46,3 +46,10 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     let _guard = NoGradGuard::new();
     f()
 }
+
+/// Runs `f` with recording on (inside [`no_grad`] too): for code that needs
+/// a vector-Jacobian product during evaluation, such as a residual block's
+/// log-det estimate.
+pub fn enable_grad<R>(f: impl FnOnce() -> R) -> R {
+    with_grad_mode(true, f)
+}

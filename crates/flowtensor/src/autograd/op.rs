@@ -29,6 +29,9 @@ pub(crate) enum Op {
     },
     /// input (Y-space), weight.
     ConvTranspose2d(Tensor, Tensor, ConvGeom),
+    /// The weight gradient of a convolution: X-space input, Y-space
+    /// gradient (recorded only by backward passes that create a graph).
+    ConvWeightGrad(Tensor, Tensor, ConvGeom),
     Reshape(Tensor),
     Permute(Tensor, Vec<usize>),
     /// dim, start.
@@ -38,10 +41,16 @@ pub(crate) enum Op {
     Contiguous(Tensor),
     Cat(Vec<Tensor>, usize),
     IndexSelect(Tensor, usize, Arc<[usize]>),
+    /// The backward of `IndexSelect`, recorded by passes that create a
+    /// graph: input, dim, positions (its gradient selects them again).
+    IndexAdd(Tensor, usize, Arc<[usize]>),
     /// Running sums along a dim.
     Cumsum(Tensor, usize),
     /// input, positions, dim.
     TakeAlongDim(Tensor, Indices, usize),
+    /// The backward of `TakeAlongDim`, recorded by passes that create a
+    /// graph: input, positions, dim (its gradient takes them again).
+    ScatterAdd(Tensor, Indices, usize),
     Cast(Tensor),
     /// A copy to another device (the gradient goes back to the input's).
     ToDevice(Tensor),
@@ -61,11 +70,16 @@ impl Op {
             | Op::Flip(x, _)
             | Op::Contiguous(x)
             | Op::IndexSelect(x, _, _)
+            | Op::IndexAdd(x, _, _)
+            | Op::ScatterAdd(x, _, _)
             | Op::Cumsum(x, _)
             | Op::TakeAlongDim(x, _, _)
             | Op::Cast(x)
             | Op::ToDevice(x) => vec![x],
-            Op::Binary(a, b, _) | Op::Matmul(a, b) | Op::ConvTranspose2d(a, b, _) => vec![a, b],
+            Op::Binary(a, b, _)
+            | Op::Matmul(a, b)
+            | Op::ConvTranspose2d(a, b, _)
+            | Op::ConvWeightGrad(a, b, _) => vec![a, b],
             Op::Conv2d { x, w, bias, .. } => [Some(x), Some(w), bias.as_ref()]
                 .into_iter()
                 .flatten()

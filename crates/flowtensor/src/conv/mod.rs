@@ -353,7 +353,8 @@ fn conv_transpose(y: &Tensor, w: &Tensor, geom: ConvGeom) -> Result<Tensor> {
     ))
 }
 
-/// The weight gradient for X-space `x` and Y-space `dy` (not recorded).
+/// The weight gradient for X-space `x` and Y-space `dy`, recorded (as
+/// bilinear in both) when a backward pass creates a graph.
 pub(crate) fn conv_weight_grad(x: &Tensor, dy: &Tensor, geom: &ConvGeom) -> Result<Tensor> {
     let (x, dy) = (x.contiguous()?, dy.contiguous()?);
     let storage = x.storage().conv(
@@ -364,9 +365,11 @@ pub(crate) fn conv_weight_grad(x: &Tensor, dy: &Tensor, geom: &ConvGeom) -> Resu
         ConvPass::BackwardWeight,
         ConvEpilogue::NONE,
     )?;
-    Ok(Tensor::from_storage(
+    Ok(Tensor::from_op(
         storage,
         &[geom.o, geom.cg(), geom.kh, geom.kw],
+        || Op::ConvWeightGrad(x.clone(), dy.clone(), *geom),
+        &[&x, &dy],
     ))
 }
 
@@ -406,6 +409,23 @@ pub(crate) fn conv_backward(
         );
     }
     Ok(grads)
+}
+
+/// Gradients of `x` and `dy` (those asked for by `need`) for `gw =
+/// conv_weight_grad(x, dy)` given the gradient `g` of `gw`: `gw` is
+/// bilinear, `<g, gw> = <conv(x, g), dy> = <x, conv_transpose(dy, g)>`.
+pub(crate) fn conv_weight_grad_backward(
+    x: &Tensor,
+    dy: &Tensor,
+    g: &Tensor,
+    geom: &ConvGeom,
+    [need_x, need_dy]: [bool; 2],
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let gx = need_x.then(|| conv_transpose(dy, g, *geom)).transpose()?;
+    let gdy = need_dy
+        .then(|| conv_forward(x, g, None, false, *geom))
+        .transpose()?;
+    Ok((gx, gdy))
 }
 
 /// Gradients of `y` and `w` (those asked for by `need`) for `x =

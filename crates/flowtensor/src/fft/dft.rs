@@ -144,7 +144,12 @@ impl CustomOp for Dft {
             inverse: !self.inverse,
             scale: self.scale,
         };
-        Ok(vec![Some(adjoint.run(grad_output)?)])
+        let grad = Tensor::apply_custom(Arc::new(adjoint), std::slice::from_ref(grad_output))?;
+        Ok(vec![Some(grad)])
+    }
+
+    fn backward_is_differentiable(&self) -> bool {
+        true
     }
 }
 

@@ -15,7 +15,10 @@ impl Tensor {
     /// `dL/dA = -A^{-T} G A^{-T} = -Y^T G Y^T`.
     pub fn inverse(&self) -> Result<Tensor> {
         square_size("inverse", self)?;
-        Tensor::apply_custom(Arc::new(Inverse), std::slice::from_ref(self))
+        Tensor::apply_custom(
+            Arc::new(Inverse { op: "inverse" }),
+            std::slice::from_ref(self),
+        )
     }
 
     /// `det A` for each `(..., n, n)` matrix, shape `(...)`:
@@ -72,9 +75,11 @@ fn inverse_typed<T: Element>(a: &Tensor, op: &'static str) -> Result<Tensor> {
     )
 }
 
-/// `A^{-T}`, with `op` named in the error for a singular matrix.
+/// `A^{-T}` (recorded, for gradients of gradients), with `op` named in the
+/// error for a singular matrix.
 fn inverse_transpose(a: &Tensor, op: &'static str) -> Result<Tensor> {
-    transpose_last(&with_element!(a.dtype(), inverse_typed(a, op))?)
+    let inverse = Tensor::apply_custom(Arc::new(Inverse { op }), std::slice::from_ref(a))?;
+    transpose_last(&inverse)
 }
 
 /// `g` of shape `(...)` viewed as `(..., 1, 1)`, to scale a batch of matrices.
@@ -82,8 +87,11 @@ fn per_matrix(g: &Tensor) -> Result<Tensor> {
     g.reshape(&[g.shape(), &[1, 1]].concat())
 }
 
-/// [`Tensor::inverse`] as one graph node.
-struct Inverse;
+/// [`Tensor::inverse`] as one graph node; `op` is named in the error for a
+/// singular matrix.
+struct Inverse {
+    op: &'static str,
+}
 
 impl CustomOp for Inverse {
     fn name(&self) -> &'static str {
@@ -91,12 +99,16 @@ impl CustomOp for Inverse {
     }
 
     fn forward(&self, inputs: &[Tensor]) -> Result<Tensor> {
-        with_element!(inputs[0].dtype(), inverse_typed(&inputs[0], "inverse"))
+        with_element!(inputs[0].dtype(), inverse_typed(&inputs[0], self.op))
     }
 
     fn backward(&self, _: &[Tensor], y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let y_t = transpose_last(y)?;
         Ok(vec![Some(y_t.matmul(g)?.matmul(&y_t)?.neg()?)])
+    }
+
+    fn backward_is_differentiable(&self) -> bool {
+        true
     }
 }
 
@@ -115,6 +127,10 @@ impl CustomOp for Det {
     fn backward(&self, inputs: &[Tensor], det: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let inv_t = inverse_transpose(&inputs[0], "det backward")?;
         Ok(vec![Some(inv_t.mul(&per_matrix(&g.mul(det)?)?)?)])
+    }
+
+    fn backward_is_differentiable(&self) -> bool {
+        true
     }
 }
 
@@ -145,6 +161,10 @@ impl CustomOp for SlogDet {
         let g_log = g.narrow(0, 1, 1)?.reshape(batch)?;
         let inv_t = inverse_transpose(&inputs[0], "slogdet backward")?;
         Ok(vec![Some(inv_t.mul(&per_matrix(&g_log)?)?)])
+    }
+
+    fn backward_is_differentiable(&self) -> bool {
+        true
     }
 }
 

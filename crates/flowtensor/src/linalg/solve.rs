@@ -60,6 +60,10 @@ impl CustomOp for Solve {
         let grad_a = grad_b.matmul(&transpose_last(x)?)?.neg()?;
         Ok(vec![Some(grad_a), Some(grad_b)])
     }
+
+    fn backward_is_differentiable(&self) -> bool {
+        true
+    }
 }
 
 fn solve_typed<T: Element>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -109,6 +113,10 @@ impl CustomOp for TriangularSolve {
         let used = triangle_mask(n, self.upper, !self.unit_diagonal, a)?;
         let grad_a = grad_b.matmul(&transpose_last(x)?)?.neg()?.mul(&used)?;
         Ok(vec![Some(grad_a), Some(grad_b)])
+    }
+
+    fn backward_is_differentiable(&self) -> bool {
+        true
     }
 }
 

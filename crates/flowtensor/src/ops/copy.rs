@@ -218,5 +218,10 @@ pub(crate) fn index_select_backward(
     let storage = g
         .storage()
         .index_add(g.layout(), dim, idx, x.shape()[dim])?;
-    Ok(Tensor::from_storage(storage, x.shape()))
+    Ok(Tensor::from_op(
+        storage,
+        x.shape(),
+        || Op::IndexAdd(g.clone(), dim, idx.into()),
+        &[g],
+    ))
 }

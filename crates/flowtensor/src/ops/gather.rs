@@ -215,5 +215,10 @@ pub(crate) fn take_along_dim_backward(
         dim,
         x.shape()[dim],
     )?;
-    Ok(Tensor::from_storage(storage, x.shape()))
+    Ok(Tensor::from_op(
+        storage,
+        x.shape(),
+        || Op::ScatterAdd(g.clone(), index.clone(), dim),
+        &[g],
+    ))
 }
