@@ -11,6 +11,7 @@
 pub mod base;
 mod compose;
 mod distribution;
+pub mod fixed_point;
 mod flow;
 pub mod glow;
 pub mod layers;

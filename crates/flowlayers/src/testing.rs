@@ -73,12 +73,23 @@ pub fn conv_operator_norm(kernel: &Tensor, (h, w): (usize, usize)) -> Result<f64
     let mt = basis
         .conv2d(&kernel, None, &flowtensor::Conv2dParams::same(k))?
         .reshape(&[d_in, kernel.shape()[0] * h * w])?;
-    let gram = mt.matmul(&mt.transpose(0, 1)?)?; // M^T M
-    let mut v = Generator::new(99).randn(&[d_in, 1], DType::F64, Device::Cpu)?;
+    matrix_norm(&mt)
+}
+
+/// The 2-norm (largest singular value) of a `(rows, cols)` matrix: the
+/// largest eigenvalue of its Gram matrix by 5000 power-iteration steps from
+/// a seeded random start (f64; for the small sizes of tests).
+pub fn matrix_norm(m: &Tensor) -> Result<f64> {
+    let m = m.to_dtype(DType::F64)?;
+    let gram = m.matmul(&m.transpose(0, 1)?)?;
+    let mut v = Generator::new(99).randn(&[gram.shape()[0], 1], DType::F64, Device::Cpu)?;
     let mut lambda = 0.0;
     for _ in 0..5000 {
         let next = gram.matmul(&v)?;
         lambda = next.square()?.sum_all()?.sqrt()?.to_scalar()?;
+        if lambda == 0.0 {
+            break;
+        }
         v = next.div_scalar(lambda)?;
     }
     Ok(lambda.sqrt())

@@ -10,6 +10,7 @@ pub mod graph_conv_exp;
 pub mod masked_conv;
 pub mod periodic;
 pub mod permutation;
+pub mod residual;
 pub mod spectral_norm;
 pub mod split;
 pub mod squeeze;
@@ -27,6 +28,10 @@ pub use graph_conv_exp::{Graph, GraphConvExp, GraphCoupling};
 pub use masked_conv::MaskedConv;
 pub use periodic::PeriodicConv;
 pub use permutation::Permutation;
+pub use residual::{
+    LogDetEstimator, LogDetGradient, ResidualActivation, ResidualBlock, ResidualConfig,
+    TraceVectors,
+};
 pub use spectral_norm::SpectralNorm;
 pub use split::{ConditionalGaussian, SplitPrior};
 pub use squeeze::Squeeze;

@@ -1,5 +1,5 @@
-//! Spectral normalisation of a same-padded convolution operator, and the
-//! image checks of the layers that use it.
+//! Spectral normalisation of a same-padded convolution operator or of a
+//! linear map, and the image checks of the layers that use it.
 
 use flowtensor::{
     no_grad, Conv2dParams, ConvTranspose2dParams, DType, Device, Error, Generator, Result, Tensor,
@@ -59,10 +59,13 @@ pub(crate) fn check_image(
 /// Spectral normalisation of a same-padded stride-1 convolution `M` with an
 /// `(O, I, k, k)` kernel `K` (`k` odd), seen as a linear map from `(I, H, W)`
 /// to `(O, H, W)` images (Miyato, Kataoka, Koyama and Yoshida, 2018, applied to the whole
-/// convolution operator rather than to the reshaped kernel).
+/// convolution operator rather than to the reshaped kernel), or
+/// ([`SpectralNorm::linear`]) of a linear layer `M u = u K^T` with an `(O,
+/// I)` weight `K`.
 ///
-/// Keeps a persistent unit vector `u` of shape `(1, I, H, W)` (buffer `u`,
-/// drawn from a [`Generator`] and normalised). One power-iteration step
+/// Keeps a persistent unit vector `u` of shape `(1, I, H, W)` (`(1, I)` for
+/// a linear layer; buffer `u`, drawn from a [`Generator`] and normalised).
+/// One power-iteration step
 /// ([`SpectralNorm::power_step`]) is
 ///
 /// ```text
@@ -70,7 +73,7 @@ pub(crate) fn check_image(
 /// ```
 ///
 /// where `M^T` is `conv_transpose2d` with the same kernel and padding `k/2`
-/// (the exact adjoint of `M`). It runs without gradient: `u` is a constant.
+/// (the exact adjoint of `M`; `v K` for a linear layer). It runs without gradient: `u` is a constant.
 /// The estimate of the largest singular value is
 ///
 /// ```text
@@ -111,9 +114,7 @@ pub(crate) fn check_image(
 pub struct SpectralNorm {
     out_channels: usize,
     in_channels: usize,
-    kernel_size: usize,
-    height: usize,
-    width: usize,
+    operator: Operator,
     coeff: f64,
     u: Tensor,
     sigma: Tensor,
@@ -122,6 +123,19 @@ pub struct SpectralNorm {
     kernel_hash: Tensor,
     /// Serialises the read-compare-step of `kernel_hash` and `u`.
     stepping: Mutex<()>,
+}
+
+/// The linear map whose norm is bounded.
+#[derive(Clone, Copy, Debug)]
+enum Operator {
+    /// A same-padded stride-1 `k x k` convolution on `(H, W)` images.
+    Conv {
+        kernel_size: usize,
+        height: usize,
+        width: usize,
+    },
+    /// A linear layer on vectors.
+    Linear,
 }
 
 /// FNV-1a over the bit patterns of `values`, as two 32-bit halves.
@@ -164,13 +178,60 @@ impl SpectralNorm {
                 format!("the kernel size k = {kernel_size} must be odd"),
             ));
         }
+        let operator = Operator::Conv {
+            kernel_size,
+            height,
+            width,
+        };
+        Self::build(
+            (out_channels, in_channels),
+            operator,
+            coeff,
+            dtype,
+            device,
+            gen,
+        )
+    }
+
+    /// Spectral normalisation for `(out, in)` weights of a linear layer
+    /// `y = x K^T` with bound `coeff > 0`; `u` is a standard Gaussian `(1,
+    /// in)` draw from `gen` (in f64, then cast), normalised to unit length.
+    pub fn linear(
+        (out_features, in_features): (usize, usize),
+        coeff: f64,
+        dtype: DType,
+        device: Device,
+        gen: &mut Generator,
+    ) -> Result<Self> {
+        if in_features == 0 || out_features == 0 {
+            return Err(Error::invalid(
+                "SpectralNorm",
+                format!("needs non-empty weights, got ({out_features}, {in_features})"),
+            ));
+        }
+        let features = (out_features, in_features);
+        Self::build(features, Operator::Linear, coeff, dtype, device, gen)
+    }
+
+    fn build(
+        (out_channels, in_channels): (usize, usize),
+        operator: Operator,
+        coeff: f64,
+        dtype: DType,
+        device: Device,
+        gen: &mut Generator,
+    ) -> Result<Self> {
         if coeff.is_nan() || coeff <= 0.0 {
             return Err(Error::invalid(
                 "SpectralNorm",
                 format!("the bound coeff must be positive, got {coeff}"),
             ));
         }
-        let u = gen.randn(&[1, in_channels, height, width], DType::F64, Device::Cpu)?;
+        let shape = match operator {
+            Operator::Conv { height, width, .. } => vec![1, in_channels, height, width],
+            Operator::Linear => vec![1, in_channels],
+        };
+        let u = gen.randn(&shape, DType::F64, Device::Cpu)?;
         let u = normalized(&u)?
             .to_dtype(dtype)?
             .to_device(device)?
@@ -179,9 +240,7 @@ impl SpectralNorm {
         Ok(SpectralNorm {
             out_channels,
             in_channels,
-            kernel_size,
-            height,
-            width,
+            operator,
             coeff,
             u,
             sigma: Tensor::zeros(&[], dtype, device)?,
@@ -195,12 +254,8 @@ impl SpectralNorm {
         self.coeff
     }
 
-    /// The image size `(H, W)` the vector `u` is shaped for.
-    pub fn size(&self) -> (usize, usize) {
-        (self.height, self.width)
-    }
-
-    /// The current power-iteration vector `u` `(1, I, H, W)` (the buffer itself).
+    /// The current power-iteration vector `u` `(1, I, H, W)` or `(1, I)`
+    /// (the buffer itself).
     pub fn vector(&self) -> Tensor {
         self.u.clone()
     }
@@ -220,33 +275,49 @@ impl SpectralNorm {
     }
 
     fn check_kernel(&self, kernel: &Tensor) -> Result<()> {
-        let (o, i, k) = (self.out_channels, self.in_channels, self.kernel_size);
-        if kernel.shape() != [o, i, k, k] {
+        let (o, i) = (self.out_channels, self.in_channels);
+        let (expected, what) = match self.operator {
+            Operator::Conv { kernel_size: k, .. } => {
+                (vec![o, i, k, k], format!("({o}, {i}, {k}, {k}) kernel"))
+            }
+            Operator::Linear => (vec![o, i], format!("({o}, {i}) weight")),
+        };
+        if kernel.shape() != expected {
             return Err(Error::shape(
                 "SpectralNorm",
                 &[kernel.shape()],
-                format!("expected a ({o}, {i}, {k}, {k}) kernel"),
+                format!("expected a {what}"),
             ));
         }
         Ok(())
     }
 
-    /// `M u` for `u (N, I, H, W)`.
+    /// `M u` for `u (N, I, H, W)` (or `(N, I)`).
     fn apply(&self, u: &Tensor, kernel: &Tensor) -> Result<Tensor> {
-        u.conv2d(kernel, None, &Conv2dParams::same(self.kernel_size))
+        match self.operator {
+            Operator::Conv { kernel_size, .. } => {
+                u.conv2d(kernel, None, &Conv2dParams::same(kernel_size))
+            }
+            Operator::Linear => u.matmul(&kernel.transpose(0, 1)?),
+        }
     }
 
     /// `M^T v`: the adjoint of [`Self::apply`] (same kernel, padding `k/2`).
     fn apply_adjoint(&self, v: &Tensor, kernel: &Tensor) -> Result<Tensor> {
-        let p = self.kernel_size / 2;
-        v.conv_transpose2d(
-            kernel,
-            None,
-            &ConvTranspose2dParams {
-                padding: (p, p),
-                ..Default::default()
-            },
-        )
+        match self.operator {
+            Operator::Conv { kernel_size, .. } => {
+                let p = kernel_size / 2;
+                v.conv_transpose2d(
+                    kernel,
+                    None,
+                    &ConvTranspose2dParams {
+                        padding: (p, p),
+                        ..Default::default()
+                    },
+                )
+            }
+            Operator::Linear => v.matmul(kernel),
+        }
     }
 
     /// One power-iteration step `v = M u / ||M u||`, `u <- M^T v / ||M^T v||`,

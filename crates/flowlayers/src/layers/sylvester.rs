@@ -33,6 +33,7 @@
 //! log |det dz/dx| = sum log(1 + d)     (d evaluated at u = exp(M) Q x).
 //! ```
 
+use crate::fixed_point::{self, FixedPoint};
 use crate::flow::{parameter, prefixed, Flow};
 use crate::layers::conv1x1::{householder_product, mix_channels};
 use crate::layers::masked_conv::{hidden_degrees, MaskedConv, MaskedConvSpec};
@@ -232,15 +233,11 @@ impl Sylvester {
         gen: &mut Generator,
     ) -> Result<Self> {
         check_image_size(NAME, channels, (height, width))?;
-        if config.tol.is_nan() || config.tol < 0.0 {
-            return Err(Error::invalid(
-                NAME,
-                format!(
-                    "the fixed-point tolerance must be non-negative, got {}",
-                    config.tol
-                ),
-            ));
+        FixedPoint {
+            tol: config.tol,
+            max_iterations: config.max_iterations,
         }
+        .check(NAME)?;
         let place = |t: Tensor| -> Result<Tensor> { t.to_dtype(dtype)?.to_device(device) };
         let (householder, kernel, spectral_norm) = if config.use_basis_change {
             if config.reflections == 0 {
@@ -392,36 +389,20 @@ impl Sylvester {
     }
 
     /// Solves `y + f_AR(y) = r` by `y_{k+1} = r - f_AR(y_k)`; records the
-    /// iteration count.
+    /// iteration count (the cap when it fails).
     fn solve(&self, r: &Tensor) -> Result<Tensor> {
-        let mut y = r.clone();
-        for k in 1..=self.config.max_iterations {
-            // in training, the first call takes the conditioner's power steps
-            // for new weights and the others reuse them (one step per weight value)
-            let next = r.sub(&self.autoregressive(&y, self.is_training())?.0)?;
-            // max |change| as a device reduction, read back as one value
-            let all: Vec<usize> = (0..next.rank()).collect();
-            let change = next.sub(&y)?.abs()?.max(&all, false)?.to_scalar()?;
-            y = next;
-            if change.is_nan() {
-                break;
-            }
-            if change < self.config.tol {
-                self.iterations.store(k, Ordering::Relaxed);
-                return Ok(y);
-            }
-        }
-        self.iterations
-            .store(self.config.max_iterations, Ordering::Relaxed);
-        Err(Error::invalid(
-            NAME,
-            format!(
-                "the fixed-point inverse did not converge to {:e} in {} iterations on {:?}",
-                self.config.tol,
-                self.config.max_iterations,
-                r.shape()
-            ),
-        ))
+        let opts = FixedPoint {
+            tol: self.config.tol,
+            max_iterations: self.config.max_iterations,
+        };
+        // in training, the first call takes the conditioner's power steps
+        // for new weights and the others reuse them (one step per weight value)
+        let solved = fixed_point::iterate(NAME, r, opts, |y| {
+            r.sub(&self.autoregressive(y, self.is_training())?.0)
+        });
+        let iterations = solved.as_ref().map_or(opts.max_iterations, |(_, k)| *k);
+        self.iterations.store(iterations, Ordering::Relaxed);
+        Ok(solved?.0)
     }
 
     fn invert(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
