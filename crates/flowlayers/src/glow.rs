@@ -46,8 +46,9 @@ pub struct GlowConfig {
     /// ([`SplitPrior`]); `false`: they are factored out unchanged, so the
     /// base's `N(0, I)` is their prior (RealNVP's multi-scale split).
     pub split_prior: bool,
-    /// The mixing layer of every step.
-    pub mixing: MixingFactory,
+    /// The mixing layer of every step; `None`: steps without one (the
+    /// residual flows' ActNorm -> residual block).
+    pub mixing: Option<MixingFactory>,
     /// When set, the layer that replaces the coupling at the end of every
     /// step (e.g. a generalized Sylvester flow); `coupling`, `conditioner`
     /// and `hidden` are then unused. Its parameters are named `transform.*`.
@@ -65,7 +66,7 @@ impl GlowConfig {
             coupling: CouplingKind::Affine(ScaleFn::Sigmoid2),
             conditioner: ConditionerKind::GlowNet,
             split_prior: true,
-            mixing,
+            mixing: Some(mixing),
             transform: None,
         }
     }
@@ -75,19 +76,23 @@ impl GlowConfig {
 /// [`GlowConfig::transform`]).
 struct Step {
     actnorm: ActNorm,
-    mixing: Box<dyn Flow>,
+    mixing: Option<Box<dyn Flow>>,
     /// `"coupling"` or `"transform"`.
     transform_name: &'static str,
     transform: Box<dyn Flow>,
 }
 
 impl Step {
-    fn layers(&self) -> [(&'static str, &dyn Flow); 3] {
+    fn layers(&self) -> Vec<(&'static str, &dyn Flow)> {
+        let mixing = self.mixing.as_deref().map(|m| ("mixing", m));
         [
-            ("actnorm", &self.actnorm),
-            ("mixing", self.mixing.as_ref()),
-            (self.transform_name, self.transform.as_ref()),
+            Some(("actnorm", &self.actnorm as &dyn Flow)),
+            mixing,
+            Some((self.transform_name, self.transform.as_ref())),
         ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 
@@ -108,8 +113,9 @@ struct Level {
 
 /// Glow's multi-scale flow as a bijection `(N, C, H, W) -> (N, D)`.
 ///
-/// Level `l = 0..L` is a [`Squeeze`], `K` steps of
-/// [`ActNorm`] -> mixing -> [`Coupling`], and, except after the last level, a
+/// Level `l = 0..L` is a [`Squeeze`], `K` steps of [`ActNorm`] -> mixing
+/// (unless [`GlowConfig::mixing`] is `None`) -> [`Coupling`] (or the
+/// [`GlowConfig::transform`] layer), and, except after the last level, a
 /// split of the channels into `h1` (kept, the first half) and `h2`
 /// (factored out), through a [`SplitPrior`] (`z2 = (h2 - mean(h1)) /
 /// std(h1)`) or unchanged (`z2 = h2`) per [`GlowConfig::split_prior`].
@@ -170,7 +176,10 @@ impl Glow {
             let mut steps = Vec::with_capacity(config.steps);
             for _ in 0..config.steps {
                 let actnorm = ActNorm::new(c, dtype, device)?;
-                let mixing = (config.mixing)([c, h, w], gen)?;
+                let mixing = match &config.mixing {
+                    Some(factory) => Some(factory([c, h, w], gen)?),
+                    None => None,
+                };
                 let (transform_name, transform): (_, Box<dyn Flow>) = match &config.transform {
                     Some(factory) => ("transform", factory([c, h, w], gen)?),
                     None => (

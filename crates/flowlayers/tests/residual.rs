@@ -349,3 +349,44 @@ fn errors_name_the_layer_and_the_problem() {
     let x = Tensor::zeros(&[1, 2, 4, 4], DType::F32, Device::Cpu).unwrap();
     assert!(block.inverse(&x).is_err());
 }
+
+#[test]
+fn the_multi_scale_residual_flow_passes_the_layer_checks() {
+    use flowlayers::{Glow, GlowConfig, LayerFactory};
+    use std::sync::Arc;
+    let residual: LayerFactory = Arc::new(|[c, h, w]: [usize; 3], gen: &mut Generator| {
+        let block = ResidualBlock::image(
+            (c, h, w),
+            ResidualConfig {
+                hidden: 4,
+                ..exact(ResidualActivation::LipSwish)
+            },
+            DType::F64,
+            Device::Cpu,
+            gen,
+        )?;
+        Ok(Box::new(block) as Box<dyn Flow>)
+    });
+    let mut config = GlowConfig::new(2, 2, 8, residual.clone());
+    config.mixing = None;
+    config.transform = Some(residual);
+    let model = Glow::new(
+        config,
+        [1, 4, 4],
+        DType::F64,
+        Device::Cpu,
+        &mut Generator::new(14),
+    )
+    .unwrap();
+    let names: Vec<String> = model.parameters().into_iter().map(|(n, _)| n).collect();
+    assert!(
+        names.contains(&"levels.1.steps.1.transform.net.2.weight".to_string()),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.contains("mixing")), "{names:?}");
+    let check = FlowCheck {
+        inverse_tol: 1e-9,
+        ..FlowCheck::default()
+    };
+    check_flow(&model, &[2, 1, 4, 4], &check).unwrap();
+}

@@ -185,10 +185,13 @@ fn conv_transpose2d() {
     );
 }
 
+/// A linear op applied to one tensor.
+type LinearOp = dyn Fn(&Tensor) -> Result<Tensor>;
+
 #[test]
 fn linear_ops_inside_a_square() {
     let idx = Indices::new(&[2, 0, 2, 1, 1, 0], &[2, 3, 1], DType::F64, Device::Cpu).unwrap();
-    let cases: Vec<Box<dyn Fn(&Tensor) -> Result<Tensor>>> = vec![
+    let cases: Vec<Box<LinearOp>> = vec![
         Box::new(|x| x.permute(&[2, 0, 1])?.reshape(&[4, 6])),
         Box::new(|x| x.narrow(1, 1, 2)?.flip(&[2])),
         Box::new(|x| x.narrow(0, 1, 1)?.broadcast_as(&[3, 1, 3, 4])),
@@ -271,7 +274,12 @@ fn grad_takes_vector_jacobian_products_of_non_leaves() -> Result<()> {
     let h = x.exp()?; // not a leaf
     let y = h.mul(&x)?;
     let v = randn(&[3], 101);
-    let grads = grad(&[y.clone()], &[h.clone(), x.clone()], &[v.clone()], false)?;
+    let grads = grad(
+        std::slice::from_ref(&y),
+        &[h.clone(), x.clone()],
+        std::slice::from_ref(&v),
+        false,
+    )?;
     let (xv, hv, vv) = (x.to_vec_f64()?, h.to_vec_f64()?, v.to_vec_f64()?);
     let gh = grads[0].as_ref().unwrap().to_vec_f64()?;
     let gx = grads[1].as_ref().unwrap().to_vec_f64()?;
@@ -293,12 +301,18 @@ fn grad_takes_vector_jacobian_products_of_non_leaves() -> Result<()> {
 fn grad_reports_bad_arguments() {
     let x = randn(&[3], 110).as_variable();
     let y = x.exp().unwrap();
-    let e = grad(&[y.clone()], &[x.clone()], &[randn(&[4], 111)], false).unwrap_err();
+    let e = grad(
+        std::slice::from_ref(&y),
+        std::slice::from_ref(&x),
+        &[randn(&[4], 111)],
+        false,
+    )
+    .unwrap_err();
     assert!(
         e.to_string().contains("[4]") && e.to_string().contains("[3]"),
         "{e}"
     );
-    let e = grad(&[y.clone()], &[randn(&[3], 112)], &[], false).unwrap_err();
+    let e = grad(std::slice::from_ref(&y), &[randn(&[3], 112)], &[], false).unwrap_err();
     assert!(e.to_string().contains("does not require grad"), "{e}");
     let e = grad(&[y], &[x], &[randn(&[3], 113), randn(&[3], 114)], false).unwrap_err();
     assert!(
@@ -314,7 +328,13 @@ fn a_custom_op_without_a_recorded_backward_refuses_a_second_derivative() -> Resu
     let k = randn(&[2, 2, 3, 3], 121).mul_scalar(0.05)?.as_variable();
     let (y, _) = conv_exp(&x, &k, Terms::Fixed(6))?;
     // a first derivative is fine
-    assert!(grad(&[y.square()?.sum_all()?], &[x.clone()], &[], false)?[0].is_some());
+    assert!(grad(
+        &[y.square()?.sum_all()?],
+        std::slice::from_ref(&x),
+        &[],
+        false
+    )?[0]
+        .is_some());
     let e = grad(&[y.square()?.sum_all()?], &[x], &[], true).unwrap_err();
     assert!(
         e.to_string().contains("conv_exp") && e.to_string().contains("create_graph"),

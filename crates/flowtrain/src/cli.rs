@@ -82,7 +82,7 @@ pub struct TrainArgs {
     /// comma-separated list for `sweep`).
     #[arg(long)]
     pub mixing: Option<String>,
-    /// coupling_flow or sylvester (a list for `sweep`).
+    /// coupling_flow, sylvester or residual_flow (a list for `sweep`).
     #[arg(long)]
     pub model_type: Option<String>,
     /// The coupling of every step: affine or additive (a list for `sweep`).

@@ -42,6 +42,11 @@ pub enum ModelType {
     /// Glow's multi-scale layout with generalized Sylvester flows in place
     /// of the couplings (the paper's Sylvester experiment).
     Sylvester,
+    /// Glow's multi-scale layout with steps of ActNorm and a residual block
+    /// (no mixing layer; the residual flows' baseline of the Sylvester
+    /// experiment): `n_intermediate_channels` hidden channels (or
+    /// `hidden_channels` when 0), unbiased Russian-roulette log-det.
+    ResidualFlow,
 }
 
 /// The mixing layer of every step.
@@ -154,8 +159,9 @@ impl std::str::FromStr for ModelType {
         match s {
             "coupling_flow" => Ok(ModelType::CouplingFlow),
             "sylvester" => Ok(ModelType::Sylvester),
+            "residual_flow" => Ok(ModelType::ResidualFlow),
             other => Err(format!(
-                "unknown model type {other:?}; the model types are coupling_flow, sylvester"
+                "unknown model type {other:?}; the model types are coupling_flow, sylvester, residual_flow"
             )),
         }
     }
@@ -208,7 +214,8 @@ pub struct TrainConfig {
     /// DenseNet conditioner depth (0: Glow's three-layer network instead).
     pub densenet_depth: usize,
     pub densenet_growth: usize,
-    /// DenseNet 1x1 bottleneck width (0: the layer's input width).
+    /// DenseNet 1x1 bottleneck width (0: the layer's input width); the
+    /// residual blocks' hidden width (0: `hidden_channels`).
     pub n_intermediate_channels: usize,
     /// A gated output convolution in the DenseNet conditioner.
     pub use_gated_conv: bool,

@@ -493,6 +493,21 @@ fn sylvester(config: &TrainConfig, c: u64, hw: u64) -> Cost {
     cost
 }
 
+/// The residual block of one step: three spectrally normalised
+/// convolutions (`3x3`, `1x1`, `3x3`) with LipSwish between them; the graph
+/// holds `g`'s forward and the recorded vector-Jacobian product of the
+/// Neumann gradient (about twice the forward).
+fn residual(config: &TrainConfig, c: u64, hw: u64) -> Cost {
+    let hidden = crate::model::residual_hidden(config) as u64;
+    let mut cost = conv(c, hidden, 3, hw) + conv(hidden, hidden, 1, hw) + conv(hidden, c, 3, hw);
+    cost.params += 2; // the LipSwish betas
+                      // the power-iteration vectors and the estimator's stream
+    cost.buffers += m(c, hw) + 2 * m(hidden, hw) + 16;
+    // LipSwish's products and sigmoids, twice, then the product's graph
+    cost.activations += m(16 * hidden, hw) + 2 * cost.activations + m(6, m(c, hw));
+    cost
+}
+
 /// The parameters, buffers and per-image activations of the model of
 /// `config` on images of `shape`.
 fn model_cost(config: &TrainConfig, [c0, h0, w0]: [usize; 3]) -> Cost {
@@ -519,8 +534,13 @@ fn model_cost(config: &TrainConfig, [c0, h0, w0]: [usize; 3]) -> Cost {
                 coupling
             }
             ModelType::Sylvester => sylvester(config, c, hw),
+            ModelType::ResidualFlow => residual(config, c, hw),
         };
-        let step = actnorm + mixing(config, c, (h, w)) + transform;
+        let mixing = match config.model_type {
+            ModelType::ResidualFlow => Cost::default(),
+            _ => mixing(config, c, (h, w)),
+        };
+        let step = actnorm + mixing + transform;
         for _ in 0..config.n_subflows {
             total = total + step;
         }

@@ -6,7 +6,8 @@ use crate::dequant::{uniform_noise, VariationalDequantizer};
 use flowlayers::layers::conv_exp::{ConvExpConfig, OneByOne};
 use flowlayers::layers::{
     Conv1x1, Conv1x1Lu, Conv1x1Qr, ConvExp, CouplingKind, DenseNetConfig, EmergingConv,
-    PeriodicConv, Permutation, Sylvester, SylvesterConfig, Woodbury, WoodburyAxis,
+    PeriodicConv, Permutation, ResidualBlock, ResidualConfig, Sylvester, SylvesterConfig, Woodbury,
+    WoodburyAxis,
 };
 use flowlayers::{
     prefixed, ConditionerKind, Flow, FlowDistribution, Glow, GlowConfig, LayerFactory, Sequential,
@@ -128,7 +129,35 @@ fn glow_config(config: &TrainConfig, dtype: DType, device: Device) -> GlowConfig
             },
         ));
     }
+    if config.model_type == ModelType::ResidualFlow {
+        let hidden = residual_hidden(config);
+        glow.mixing = None;
+        glow.transform = Some(Arc::new(
+            move |[c, h, w]: [usize; 3], gen: &mut Generator| {
+                let residual = ResidualConfig {
+                    hidden,
+                    ..ResidualConfig::default()
+                };
+                Ok(Box::new(ResidualBlock::image(
+                    (c, h, w),
+                    residual,
+                    dtype,
+                    device,
+                    gen,
+                )?) as Box<dyn Flow>)
+            },
+        ));
+    }
     glow
+}
+
+/// The hidden width of a residual flow's blocks.
+pub(crate) fn residual_hidden(config: &TrainConfig) -> usize {
+    if config.n_intermediate_channels > 0 {
+        config.n_intermediate_channels
+    } else {
+        config.hidden_channels
+    }
 }
 
 /// A flow over dequantised images and its dequantiser.

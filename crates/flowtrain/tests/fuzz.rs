@@ -381,6 +381,7 @@ fn toml_value() -> impl Strategy<Value = String> {
             Just("\"emerging\""),
             Just("\"woodbury\""),
             Just("\"sylvester\""),
+            Just("\"residual_flow\""),
             Just("\"coupling_flow\""),
             Just("\"flow\""),
             Just("\"uniform\""),
@@ -469,7 +470,7 @@ fn random_configurations_never_panic_or_overallocate() {
     });
     let small = (
         proptest::sample::select(vec!["1x1", "convexp", "emerging", "woodbury"]),
-        proptest::sample::select(vec!["coupling_flow", "sylvester"]),
+        proptest::sample::select(vec!["coupling_flow", "sylvester", "residual_flow"]),
         (1usize..=3, 1usize..=2, 1usize..=12, 0usize..=2, 1usize..=8),
         (1u32..=8, any::<bool>(), any::<bool>(), 1usize..=20),
     )

@@ -66,6 +66,10 @@ fn the_estimate_bounds_the_model_and_a_step() {
             ..base()
         },
         TrainConfig {
+            model_type: ModelType::ResidualFlow,
+            ..base()
+        },
+        TrainConfig {
             densenet_depth: 3,
             densenet_growth: 16,
             use_gated_conv: true,

@@ -391,7 +391,7 @@ fn the_paper_flags_resolve_to_the_configuration() {
 }
 
 #[test]
-fn every_mixing_and_the_sylvester_model_train() {
+fn every_mixing_and_the_sylvester_and_residual_models_train() {
     use flowtrain::config::{CouplingType, ModelType};
     // (mixing, model, coupling, DenseNet conditioner depth and gate)
     let mut runs: Vec<_> = Mixing::ALL
@@ -408,6 +408,12 @@ fn every_mixing_and_the_sylvester_model_train() {
         (
             Mixing::OneByOne,
             ModelType::Sylvester,
+            CouplingType::Affine,
+            (0, false),
+        ),
+        (
+            Mixing::OneByOne,
+            ModelType::ResidualFlow,
             CouplingType::Affine,
             (0, false),
         ),

@@ -183,7 +183,8 @@ impl NormalizedLayer {
 ///   [`LogDetGradient`]) unless gradients are off ([`no_grad`]); evaluation
 ///   mode only switches to [`ResidualConfig::eval_estimator`].
 /// - inverse: `x_{k+1} = z - g(x_k)` from `x_0 = z` (a contraction with
-///   constant `coeff^m`) until `max |x_{k+1} - x_k| < tol`, without a graph;
+///   constant `coeff^m`) until `max |x_{k+1} - x_k| < tol` (at least the
+///   dtype's rounding level), without a graph;
 ///   the count is [`ResidualBlock::last_iterations`], and an error names the
 ///   tolerance when it does not converge; `inverse_with_logdet` adds minus
 ///   the evaluation estimate at `x`.
@@ -566,12 +567,23 @@ impl ResidualBlock {
         }
     }
 
-    /// Solves `x + g(x) = z` (no graph); records the iteration count.
+    /// Solves `x + g(x) = z` (no graph); records the iteration count. The
+    /// tolerance is raised to what the dtype can resolve, `4 eps max(1,
+    /// max |z|)` (`eps` the dtype's machine epsilon), so that f32 stops at
+    /// its rounding level instead of failing.
     fn solve(&self, z: &Tensor) -> Result<Tensor> {
         self.check(z)?;
         no_grad(|| {
             let weights = self.normalized_weights()?;
-            let opts = self.config.fixed_point;
+            let all: Vec<usize> = (0..z.rank()).collect();
+            let scale: f64 = z.abs()?.max(&all, false)?.to_scalar()?;
+            let scale = scale.max(1.0);
+            let eps = match self.dtype {
+                DType::F32 => f64::from(f32::EPSILON),
+                _ => f64::EPSILON,
+            };
+            let mut opts = self.config.fixed_point;
+            opts.tol = opts.tol.max(4.0 * eps * scale);
             let solved =
                 fixed_point::iterate(NAME, z, opts, |x| z.sub(&self.residual(x, &weights)?));
             let iterations = solved.as_ref().map_or(opts.max_iterations, |(_, k)| *k);

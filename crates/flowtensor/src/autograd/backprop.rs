@@ -83,9 +83,15 @@ fn topological_order(roots: &[Tensor]) -> Vec<Tensor> {
 
 /// Gradients of `op`'s inputs (aligned with `op.inputs()`) from the gradient
 /// of its output. Two-input rules skip the gradient of an input that does
-/// not require one (`None` in its place).
-fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-    let needs = |a: &Tensor, b: &Tensor| [a.requires_grad(), b.requires_grad()];
+/// not need one (`None` in its place): `need` says which inputs the pass
+/// delivers gradients to.
+fn backward_rule(
+    op: &Op,
+    out: &Tensor,
+    g: &Tensor,
+    need: &dyn Fn(&Tensor) -> bool,
+) -> Result<Vec<Option<Tensor>>> {
+    let needs = |a: &Tensor, b: &Tensor| [need(a), need(b)];
     Ok(match op {
         Op::Unary(x, kind) => vec![Some(unary::backward(x, out, g, *kind)?)],
         Op::Binary(a, b, kind) => {
@@ -101,17 +107,23 @@ fn backward_rule(op: &Op, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>
             let (ga, gb) = matmul::backward(a, b, g, needs(a, b))?;
             vec![ga, gb]
         }
-        Op::MatmulBias(a, b, c) => {
-            let need = [a.requires_grad(), b.requires_grad(), c.requires_grad()];
-            matmul::bias_backward(a, b, g, need)?
-        }
+        Op::MatmulBias(a, b, c) => matmul::bias_backward(a, b, g, [need(a), need(b), need(c)])?,
         Op::Conv2d {
             x,
             w,
             bias,
             relu,
             geom,
-        } => conv::conv_backward(x, w, bias.as_ref(), *relu, out, g, geom)?,
+        } => {
+            // with ReLU, the gradient flows where the output is positive
+            let g = if *relu {
+                g.where_positive(out)?
+            } else {
+                g.clone()
+            };
+            let wanted = [need(x), need(w), bias.as_ref().is_some_and(need)];
+            conv::conv_backward(x, w, bias.as_ref(), &g, geom, wanted)?
+        }
         Op::ConvTranspose2d(y, w, geom) => {
             let (gy, gw) = conv::conv_transpose_backward(y, w, g, geom, needs(y, w))?;
             vec![gy, gw]
@@ -271,14 +283,18 @@ fn backward_pass(seeds: Vec<(Tensor, Tensor)>, targets: &Targets) -> Result<Grad
             continue;
         };
         // a node carries a scope only when it was recorded while profiling
-        let rule = || backward_rule(op, &node, &g);
+        let need = |t: &Tensor| match &relevant {
+            Some(r) => r.contains(&t.id()),
+            None => t.requires_grad(),
+        };
+        let rule = || backward_rule(op, &node, &g, &need);
         let grads = match node.profile_scope() {
             Some(scope) => profile::with_scope(scope.clone(), Phase::Backward, rule),
             None => rule(),
         }?;
         drop(g);
         for (input, grad) in op.inputs().into_iter().zip(grads) {
-            if let (true, Some(grad)) = (input.requires_grad(), grad) {
+            if let (true, Some(grad)) = (need(input), grad) {
                 pending.accumulate(input, grad)?;
             }
         }

@@ -373,40 +373,24 @@ pub(crate) fn conv_weight_grad(x: &Tensor, dy: &Tensor, geom: &ConvGeom) -> Resu
     ))
 }
 
-/// Gradients of `x`, `w` and the bias (those that require one; `None` in
-/// the place of the others, no entry for an absent bias) for `out =
-/// epilogue(conv(x, w))` given the gradient `g` of `out`: with ReLU the
-/// gradient is first masked by `out > 0`; the bias gradient sums it over
-/// images and positions.
+/// Gradients of `x`, `w` and the bias (those asked for by `need`; `None`
+/// in the place of the others, no entry for an absent bias) for `out =
+/// epilogue(conv(x, w))` given the gradient `g` of the convolution's
+/// output, after the epilogue (ReLU's mask, applied by the caller): the
+/// bias gradient sums it over images and positions.
 pub(crate) fn conv_backward(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
-    relu: bool,
-    out: &Tensor,
     g: &Tensor,
     geom: &ConvGeom,
+    [need_x, need_w, need_bias]: [bool; 3],
 ) -> Result<Vec<Option<Tensor>>> {
-    let g = if relu {
-        g.where_positive(out)?
-    } else {
-        g.clone()
-    };
-    let gx = x
-        .requires_grad()
-        .then(|| conv_transpose(&g, w, *geom))
-        .transpose()?;
-    let gw = w
-        .requires_grad()
-        .then(|| conv_weight_grad(x, &g, geom))
-        .transpose()?;
+    let gx = need_x.then(|| conv_transpose(g, w, *geom)).transpose()?;
+    let gw = need_w.then(|| conv_weight_grad(x, g, geom)).transpose()?;
     let mut grads = vec![gx, gw];
-    if let Some(b) = bias {
-        grads.push(
-            b.requires_grad()
-                .then(|| g.sum(&[0, 2, 3], false))
-                .transpose()?,
-        );
+    if bias.is_some() {
+        grads.push(need_bias.then(|| g.sum(&[0, 2, 3], false)).transpose()?);
     }
     Ok(grads)
 }
