@@ -661,6 +661,69 @@ fn gradients_flow_across_device_transfers() {
 }
 
 #[test]
+fn gradients_of_gradients_match_the_cpu() {
+    let Some(d) = cuda() else { return };
+    // a Hessian-vector product through conv2d (bias, ReLU), conv2d, LipSwish,
+    // a gather and a matmul: grad with create_graph, then grad again
+    let p = flowtensor::Conv2dParams::same(3);
+    let idx = [2usize, 0, 1, 1];
+    let hvp = |device: Device, dtype: DType| -> Vec<Tensor> {
+        let on = |t: Tensor| t.to_dtype(dtype).unwrap().to_device(device).unwrap();
+        let vars: Vec<Tensor> = [
+            randn(&[2, 2, 4, 4], DType::F64, 10),
+            randn(&[3, 2, 3, 3], DType::F64, 11)
+                .mul_scalar(0.3)
+                .unwrap(),
+            randn(&[3], DType::F64, 12),
+            randn(&[2, 3, 3, 3], DType::F64, 13)
+                .mul_scalar(0.3)
+                .unwrap(),
+            randn(&[16, 3], DType::F64, 14).mul_scalar(0.3).unwrap(),
+        ]
+        .into_iter()
+        .map(|t| on(t).as_variable())
+        .collect();
+        let h = vars[0].conv2d_relu(&vars[1], Some(&vars[2]), &p).unwrap();
+        let h = h.conv2d(&vars[3], None, &p).unwrap();
+        let h = h
+            .mul(&h.sigmoid().unwrap())
+            .unwrap()
+            .div_scalar(1.1)
+            .unwrap();
+        let h = h.reshape(&[4, 16]).unwrap().index_select(0, &idx).unwrap();
+        let out = h
+            .matmul(&vars[4])
+            .unwrap()
+            .tanh()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let first = flowtensor::grad(&[out], &vars, &[], true).unwrap();
+        let mut gen = Generator::new(15);
+        let mut along: Option<Tensor> = None;
+        for (g, v) in first.iter().zip(&vars) {
+            let dir = on(gen.randn(v.shape(), DType::F64, Device::Cpu).unwrap());
+            let term = g.as_ref().unwrap().mul(&dir).unwrap().sum_all().unwrap();
+            along = Some(match along {
+                Some(a) => a.add(&term).unwrap(),
+                None => term,
+            });
+        }
+        flowtensor::grad(&[along.unwrap()], &vars, &[], false)
+            .unwrap()
+            .into_iter()
+            .map(|g| g.unwrap().to_device(Device::Cpu).unwrap())
+            .collect()
+    };
+    for dtype in DTYPES {
+        let (want, got) = (hvp(Device::Cpu, dtype), hvp(d, dtype));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_close(g, w, 64, &format!("Hessian-vector product, input {i}"));
+        }
+    }
+}
+
+#[test]
 fn every_backend_op_has_a_parity_test() {
     // run after the others in this binary: the tests share one process, and
     // this one waits for them by running them first itself
@@ -678,6 +741,7 @@ fn every_backend_op_has_a_parity_test() {
     scans_gathers_and_sorted_searches();
     mixing_devices_is_an_error_naming_the_op();
     gradients_flow_across_device_transfers();
+    gradients_of_gradients_match_the_cpu();
     // every other test of this file is called above
     let source = include_str!("cuda_parity.rs");
     let body = &source[source
