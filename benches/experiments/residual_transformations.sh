@@ -8,7 +8,10 @@
 #   benches/experiments/residual_transformations.sh DATA_DIR OUT_DIR [STEPS] [SEEDS]
 #
 # Each run is `cargo xtask train` under `/usr/bin/time -v` (peak resident
-# memory); finished runs are kept, so a second call only adds what is missing.
+# memory); finished runs are kept, so a second call only adds what is missing,
+# and a call with more STEPS continues the runs (`--resume`, which continues
+# exactly: the table is that of runs of STEPS steps; seconds per step and peak
+# memory are those of the last call).
 # Writes OUT_DIR/summary.md: test bpd (mean +- sd over seeds), seconds per
 # step, peak memory and parameters per model.
 set -euo pipefail
@@ -27,7 +30,15 @@ for model in coupling_flow sylvester residual_flow; do
     esac
     for seed in $seeds; do
         dir="$out/$model-seed$seed"
-        [ -f "$dir/metrics.json" ] && continue
+        if [ -f "$dir/checkpoint.safetensors" ]; then
+            done_steps=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["steps"])' \
+                "$dir/metrics.json" 2>/dev/null || echo 0)
+            [ "$done_steps" -ge "$steps" ] && continue
+            echo "$model, seed $seed: continued to $steps steps"
+            /usr/bin/time -v -o "$dir.time" target/release/xtask train --resume --steps "$steps" \
+                --out "$dir" --quiet
+            continue
+        fi
         echo "$model, seed $seed"
         /usr/bin/time -v -o "$dir.time" target/release/xtask train --preset glow-mnist-ref \
             --model-type "$model" "${width[@]}" --seed "$seed" --steps "$steps" \

@@ -282,11 +282,15 @@ fn backward_pass(seeds: Vec<(Tensor, Tensor)>, targets: &Targets) -> Result<Grad
         let Some(op) = node.op() else {
             continue;
         };
-        // a node carries a scope only when it was recorded while profiling
         let need = |t: &Tensor| match &relevant {
             Some(r) => r.contains(&t.id()),
             None => t.requires_grad(),
         };
+        // a requested tensor's own inputs may lead nowhere requested
+        if !op.inputs().into_iter().any(need) {
+            continue;
+        }
+        // a node carries a scope only when it was recorded while profiling
         let rule = || backward_rule(op, &node, &g, &need);
         let grads = match node.profile_scope() {
             Some(scope) => profile::with_scope(scope.clone(), Phase::Backward, rule),
