@@ -24,6 +24,20 @@ impl Default for GradCheck {
     }
 }
 
+/// Fresh contiguous f64 leaf variables holding the values of `inputs`.
+fn f64_variables(inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    inputs
+        .iter()
+        .map(|t| {
+            Ok(t.to_dtype(crate::DType::F64)?
+                .detach()
+                .contiguous()?
+                .detach()
+                .as_variable())
+        })
+        .collect()
+}
+
 /// Compares autodiff with central differences for `f` at `inputs` (f64).
 ///
 /// The scalar checked is `sum(f(inputs) * w)` with a fixed random `w`, so
@@ -36,16 +50,7 @@ pub fn check_gradients(
     inputs: &[Tensor],
     opts: GradCheck,
 ) -> Result<f64> {
-    let vars: Vec<Tensor> = inputs
-        .iter()
-        .map(|t| {
-            Ok(t.to_dtype(crate::DType::F64)?
-                .detach()
-                .contiguous()?
-                .detach()
-                .as_variable())
-        })
-        .collect::<Result<_>>()?;
+    let vars = f64_variables(inputs)?;
     let out = f(&vars)?;
     let weights = Generator::new(0x5eed).randn(out.shape(), out.dtype(), Device::Cpu)?;
     let loss = |xs: &[Tensor]| -> Result<f64> { f(xs)?.mul(&weights)?.sum_all()?.to_scalar() };
@@ -99,16 +104,7 @@ pub fn check_second_derivatives(
     inputs: &[Tensor],
     opts: GradCheck,
 ) -> Result<f64> {
-    let vars: Vec<Tensor> = inputs
-        .iter()
-        .map(|t| {
-            Ok(t.to_dtype(crate::DType::F64)?
-                .detach()
-                .contiguous()?
-                .detach()
-                .as_variable())
-        })
-        .collect::<Result<_>>()?;
+    let vars = f64_variables(inputs)?;
     let out = f(&vars)?;
     let weights = Generator::new(0x5eed).randn(out.shape(), out.dtype(), Device::Cpu)?;
     let mut gen = Generator::new(0xd1ec);

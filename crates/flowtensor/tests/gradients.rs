@@ -3,13 +3,10 @@
 //! flipped) inputs.
 
 use flowtensor::gradcheck::{check_gradients, GradCheck};
-use flowtensor::{DType, Device, Generator, PadMode, Result, Tensor};
+use flowtensor::{DType, Device, PadMode, Result, Tensor};
 
-fn randn(shape: &[usize], seed: u64) -> Tensor {
-    Generator::new(seed)
-        .randn(shape, DType::F64, Device::Cpu)
-        .unwrap()
-}
+mod common;
+use common::{positive, randn};
 
 /// Values at least 0.2 away from zero (for ops with a kink there).
 fn away_from_zero(shape: &[usize], seed: u64) -> Tensor {
@@ -20,17 +17,6 @@ fn away_from_zero(shape: &[usize], seed: u64) -> Tensor {
         .map(|x: f64| x + 0.2 * x.signum())
         .collect();
     Tensor::from_vec(v, shape, Device::Cpu).unwrap()
-}
-
-/// Positive values in about [0.3, 3].
-fn positive(shape: &[usize], seed: u64) -> Tensor {
-    randn(shape, seed)
-        .mul_scalar(0.5)
-        .unwrap()
-        .exp()
-        .unwrap()
-        .add_scalar(0.1)
-        .unwrap()
 }
 
 fn check(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) {

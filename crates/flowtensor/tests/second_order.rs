@@ -7,26 +7,11 @@
 
 use flowtensor::gradcheck::{check_second_derivatives, GradCheck};
 use flowtensor::{
-    grad, Conv2dParams, ConvTranspose2dParams, DType, Device, Generator, Indices, PadMode, Result,
-    Tensor,
+    grad, Conv2dParams, ConvTranspose2dParams, DType, Device, Indices, PadMode, Result, Tensor,
 };
 
-fn randn(shape: &[usize], seed: u64) -> Tensor {
-    Generator::new(seed)
-        .randn(shape, DType::F64, Device::Cpu)
-        .unwrap()
-}
-
-/// Positive values in about [0.3, 3].
-fn positive(shape: &[usize], seed: u64) -> Tensor {
-    randn(shape, seed)
-        .mul_scalar(0.5)
-        .unwrap()
-        .exp()
-        .unwrap()
-        .add_scalar(0.1)
-        .unwrap()
-}
+mod common;
+use common::{positive, randn};
 
 fn check(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) {
     let opts = GradCheck {
