@@ -504,8 +504,8 @@ impl ResidualBlock {
         let mut neumann_sum: Option<Tensor> = None;
         for k in 1..=terms {
             let c = column(&weights[k - 1])?;
+            let sign = if k % 2 == 1 { 1.0 } else { -1.0 };
             if neumann {
-                let sign = if k % 2 == 1 { 1.0 } else { -1.0 };
                 let term = w.mul(&c)?.mul_scalar(sign)?;
                 neumann_sum = Some(match neumann_sum {
                     Some(s) => s.add(&term)?,
@@ -513,7 +513,6 @@ impl ResidualBlock {
                 });
             }
             w = vjp(&w, autodiff)?;
-            let sign = if k % 2 == 1 { 1.0 } else { -1.0 };
             let term = per_sample(&w.mul(&v)?.mul(&c)?)?.mul_scalar(sign / k as f64)?;
             value = Some(match value {
                 Some(s) => s.add(&term)?,
