@@ -517,6 +517,65 @@ fn f32_kernels_agree_with_f64() {
     }
 }
 
+/// `dw[o, c, i, j] = sum_{n, r, q} g[n, o, r, q] x[n, c, r + i - 1, q + j - 1]`:
+/// the weight gradient of a 3x3 same convolution for the output gradient `g`.
+fn naive_weight_grad_3x3(x: &[f64], g: &[f64], [n, c, h, w]: [usize; 4], o: usize) -> Vec<f64> {
+    let mut dw = vec![0.0; o * c * 9];
+    for (img, oc, ch, i, j) in (0..n).flat_map(|img| {
+        (0..o).flat_map(move |oc| {
+            (0..c).flat_map(move |ch| {
+                (0..3).flat_map(move |i| (0..3).map(move |j| (img, oc, ch, i, j)))
+            })
+        })
+    }) {
+        let mut sum = 0.0;
+        for r in 0..h {
+            for q in 0..w {
+                let (sr, sq) = (r + i, q + j);
+                if sr >= 1 && sr <= h && sq >= 1 && sq <= w {
+                    sum += g[((img * o + oc) * h + r) * w + q]
+                        * x[((img * c + ch) * h + sr - 1) * w + sq - 1];
+                }
+            }
+        }
+        dw[((oc * c + ch) * 3 + i) * 3 + j] += sum;
+    }
+    dw
+}
+
+#[test]
+fn the_3x3_weight_gradient_of_a_batch_in_many_chunks_of_images() {
+    // Batches that the direct kernel sums in several chunks of images (its
+    // accumulators carried from chunk to chunk), in f64 and f32.
+    for (xs, o) in [
+        ([7, 12, 16, 16], 12),
+        ([9, 3, 14, 14], 64),
+        ([11, 64, 7, 7], 8),
+    ] {
+        let (x, g) = (randn(&xs, 3), randn(&[xs[0], o, xs[2], xs[3]], 4));
+        let w = randn(&[o, xs[1], 3, 3], 5);
+        let want = naive_weight_grad_3x3(
+            &x.to_vec::<f64>().unwrap(),
+            &g.to_vec::<f64>().unwrap(),
+            xs,
+            o,
+        );
+        for dtype in [DType::F64, DType::F32] {
+            let wv = w.to_dtype(dtype).unwrap().as_variable();
+            let y = x
+                .to_dtype(dtype)
+                .unwrap()
+                .conv2d(&wv, None, &Conv2dParams::same(3))
+                .unwrap();
+            let grads =
+                flowtensor::grad(&[y], &[wv], &[g.to_dtype(dtype).unwrap()], false).unwrap();
+            let got = grads[0].as_ref().unwrap().to_vec_f64().unwrap();
+            let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            assert_close_scaled(&got, &want, tol, &format!("{xs:?} -> {o} {dtype:?}"));
+        }
+    }
+}
+
 #[test]
 fn bad_shapes_are_errors_naming_the_op_and_shapes() {
     let x = randn(&[2, 3, 5, 5], 1);

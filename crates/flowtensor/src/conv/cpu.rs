@@ -10,7 +10,7 @@ use super::direct3x3::{self, DirectConv};
 use super::geometry::ConvGeom;
 use super::pointwise;
 use crate::cpu::matmul::{gemm_is_threaded, small_gemm};
-use crate::cpu::{tiled_gemm, vectorized, Loop, Strided, TiledGemm, PAR_THRESHOLD};
+use crate::cpu::{tiled_gemm, vectorized, zeroed_pieces, Loop, Strided, TiledGemm, PAR_THRESHOLD};
 use crate::Element;
 use rayon::prelude::*;
 
@@ -95,24 +95,19 @@ fn gemm<T: TiledGemm>(
 /// ones lose a little (Intel Xeon, AVX-512).
 const TILED_COLUMNS: usize = 64;
 
-/// Runs `f(image, chunk)` over consecutive `chunk`-sized pieces of `buf`,
-/// in parallel unless each image's GEMM is threaded by matrixmultiply.
-fn for_each_image<T: Send>(
-    buf: &mut [T],
-    chunk: usize,
+/// The outputs of `n` images of `image_len` elements each, `f(image, out)`
+/// writing image `image`'s (zeroed first, see [`zeroed_pieces`]), in
+/// parallel unless each image's GEMM is threaded by matrixmultiply.
+fn image_outputs<T: Element>(
+    n: usize,
+    image_len: usize,
     gemm_threaded: bool,
     f: impl Fn(usize, &mut [T]) + Sync + Send,
-) {
-    if chunk == 0 {
-        return;
+) -> Vec<T> {
+    if image_len == 0 {
+        return Vec::new();
     }
-    if gemm_threaded {
-        buf.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
-    } else {
-        buf.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
-    }
+    zeroed_pieces(n * image_len, image_len, !gemm_threaded, f)
 }
 
 /// Source index along one axis for output position `out` and tap `tap`, if inside.
@@ -263,37 +258,30 @@ pub(crate) fn conv_fwd<T: DirectConv>(
         return direct3x3::conv3x3_same(x, w, g, epilogue);
     }
     let (m, k, npos) = (g.og(), g.ckk(), g.y_positions());
-    let mut y = vec![T::zero(); g.n * g.y_image()];
-    for_each_image(
-        &mut y,
-        g.y_image(),
-        gemm_is_threaded(m, k, npos),
-        |img, yi| {
-            let xi = &x[img * g.x_image()..][..g.x_image()];
-            let mut col = vec![T::zero(); if g.is_pointwise() { 0 } else { k * npos }];
-            for grp in 0..g.groups {
-                let xg = &xi[grp * g.cg() * g.h * g.w..][..g.cg() * g.h * g.w];
-                let b = if g.is_pointwise() {
-                    xg
-                } else {
-                    im2col(xg, g, &mut col);
-                    &col
-                };
-                let wg = &w[grp * m * k..][..m * k];
-                gemm(
-                    m,
-                    k,
-                    npos,
-                    (wg, k, 1),
-                    (b, npos, 1),
-                    &mut yi[grp * m * npos..],
-                    false,
-                );
-            }
-            epilogue.apply(yi, npos);
-        },
-    );
-    y
+    image_outputs(g.n, g.y_image(), gemm_is_threaded(m, k, npos), |img, yi| {
+        let xi = &x[img * g.x_image()..][..g.x_image()];
+        let mut col = vec![T::zero(); if g.is_pointwise() { 0 } else { k * npos }];
+        for grp in 0..g.groups {
+            let xg = &xi[grp * g.cg() * g.h * g.w..][..g.cg() * g.h * g.w];
+            let b = if g.is_pointwise() {
+                xg
+            } else {
+                im2col(xg, g, &mut col);
+                &col
+            };
+            let wg = &w[grp * m * k..][..m * k];
+            gemm(
+                m,
+                k,
+                npos,
+                (wg, k, 1),
+                (b, npos, 1),
+                &mut yi[grp * m * npos..],
+                false,
+            );
+        }
+        epilogue.apply(yi, npos);
+    })
 }
 
 /// `dx = conv^T(dy, w)`: Y-space `dy` to X-space (the transposed convolution).
@@ -305,9 +293,8 @@ pub(crate) fn conv_bwd_data<T: DirectConv>(dy: &[T], w: &[T], g: &ConvGeom) -> V
         return direct3x3::conv3x3_same_transposed(dy, w, g);
     }
     let (m, k, npos) = (g.og(), g.ckk(), g.y_positions());
-    let mut dx = vec![T::zero(); g.n * g.x_image()];
-    for_each_image(
-        &mut dx,
+    image_outputs(
+        g.n,
         g.x_image(),
         gemm_is_threaded(k, m, npos),
         |img, dxi| {
@@ -326,8 +313,7 @@ pub(crate) fn conv_bwd_data<T: DirectConv>(dy: &[T], w: &[T], g: &ConvGeom) -> V
                 }
             }
         },
-    );
-    dx
+    )
 }
 
 /// `dw[o, c, i, j] = sum_{n, p, q} dy[n, o, p, q] x[n, c, ...]`: the weight gradient.

@@ -49,6 +49,50 @@ where
     out
 }
 
+/// A buffer of `n` elements made by `fill(index, piece)` on consecutive
+/// pieces of `piece_len` (the last one possibly shorter), each zeroed first
+/// by the thread that fills it, while the piece is in its cache (a zeroed
+/// allocation would write the whole buffer to memory once more before the
+/// kernel writes it again); pieces in parallel when `parallel`.
+pub(crate) fn zeroed_pieces<T, F>(n: usize, piece_len: usize, parallel: bool, fill: F) -> Vec<T>
+where
+    T: crate::Element,
+    F: Fn(usize, &mut [T]) + Sync + Send,
+{
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    let piece = |(index, piece): (usize, &mut [MaybeUninit<T>])| {
+        piece.fill(MaybeUninit::new(T::zero()));
+        // SAFETY: every element of the piece was just written.
+        fill(index, unsafe { assume_init_mut(piece) })
+    };
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if parallel {
+        spare
+            .par_chunks_mut(piece_len.max(1))
+            .enumerate()
+            .for_each(piece);
+    } else {
+        spare
+            .chunks_mut(piece_len.max(1))
+            .enumerate()
+            .for_each(piece);
+    }
+    // SAFETY: every piece was zeroed, so all `n` elements are initialised.
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// `piece` as initialised values.
+///
+/// # Safety
+/// Every element of `piece` must have been written.
+unsafe fn assume_init_mut<T>(piece: &mut [MaybeUninit<T>]) -> &mut [T] {
+    &mut *(piece as *mut [MaybeUninit<T>] as *mut [T])
+}
+
 /// Elements per piece of a contiguous elementwise op.
 const PIECE: usize = 4096;
 

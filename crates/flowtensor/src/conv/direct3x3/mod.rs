@@ -21,7 +21,7 @@ use super::pointwise;
 use super::simd::Scalar;
 #[cfg(target_arch = "x86_64")]
 use super::simd::{isa, F32x16, F32x8, F64x4, F64x8, Isa};
-use crate::cpu::PAR_THRESHOLD;
+use crate::cpu::{zeroed_pieces, PAR_THRESHOLD};
 use crate::Element;
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -136,34 +136,39 @@ macro_rules! direct_kernels {
             }
 
             fn weight_kernel(o: usize) -> (usize, WeightFn<$t>) {
+                use std::ops::Range;
+                use weight::Tile;
                 #[cfg(target_arch = "x86_64")]
                 {
                     #[target_feature(enable = "avx512f,avx2,fma")]
                     unsafe fn avx512<const OB: usize>(
                         g: &WeightGrad<$t>,
-                        o0: usize,
-                        ch: usize,
-                        i: usize,
-                    ) -> Vec<$t> {
-                        weight_tile::<$t, $avx512, OB>(g, o0, ch, i).concat()
+                        tile: Tile,
+                        images: Range<usize>,
+                        state: &mut [$t],
+                        sums: Option<&mut [$t]>,
+                    ) {
+                        weight_tile::<$t, $avx512, OB>(g, tile, images, state, sums)
                     }
                     #[target_feature(enable = "avx2,fma")]
                     unsafe fn avx2<const OB: usize>(
                         g: &WeightGrad<$t>,
-                        o0: usize,
-                        ch: usize,
-                        i: usize,
-                    ) -> Vec<$t> {
-                        weight_tile::<$t, $avx2, OB>(g, o0, ch, i).concat()
+                        tile: Tile,
+                        images: Range<usize>,
+                        state: &mut [$t],
+                        sums: Option<&mut [$t]>,
+                    ) {
+                        weight_tile::<$t, $avx2, OB>(g, tile, images, state, sums)
                     }
                     match isa() {
                         Isa::Avx512 => {
-                            return match least_padding(o, &[8, 6, 4, 2]) {
-                                8 => (8, avx512::<8>),
+                            // OB x 3 accumulators, 3 input and up to OB
+                            // output-gradient vectors in 32 registers
+                            return match least_padding(o, &[6, 4, 2]) {
                                 6 => (6, avx512::<6>),
                                 4 => (4, avx512::<4>),
                                 _ => (2, avx512::<2>),
-                            }
+                            };
                         }
                         Isa::Avx2 => {
                             return match least_padding(o, &[3, 2]) {
@@ -174,8 +179,14 @@ macro_rules! direct_kernels {
                         Isa::Baseline => {}
                     }
                 }
-                unsafe fn baseline(g: &WeightGrad<$t>, o0: usize, ch: usize, i: usize) -> Vec<$t> {
-                    weight_tile::<$t, Scalar<$t>, 1>(g, o0, ch, i).concat()
+                unsafe fn baseline(
+                    g: &WeightGrad<$t>,
+                    tile: Tile,
+                    images: Range<usize>,
+                    state: &mut [$t],
+                    sums: Option<&mut [$t]>,
+                ) {
+                    weight_tile::<$t, Scalar<$t>, 1>(g, tile, images, state, sums)
                 }
                 let _ = o;
                 (1, baseline)
@@ -568,9 +579,8 @@ pub(crate) fn conv3x3_same<T: DirectConv>(
 ) -> Vec<T> {
     let (n, c, h, wd, o) = (g.n, g.c, g.h, g.w, g.o);
     let (x_img, y_img) = (c * h * wd, o * h * wd);
-    let mut y = vec![T::zero(); n * y_img];
-    if y_img == 0 {
-        return y;
+    if n * y_img == 0 {
+        return vec![T::zero(); n * y_img];
     }
     let prepared = ImageConv3x3::new(w, o, c, (h, wd));
     let image = |conv: &mut ImageConv3x3<T>, img: usize, yi: &mut [T], inside: bool| {
@@ -580,19 +590,19 @@ pub(crate) fn conv3x3_same<T: DirectConv>(
     match Threads::for_batch(n, y_img * c * 9) {
         Threads::OverImages => {
             let convs = PerThread::new(&prepared);
-            y.par_chunks_mut(y_img)
-                .enumerate()
-                .for_each(|(img, yi)| convs.with(|conv| image(conv, img, yi, false)));
+            zeroed_pieces(n * y_img, y_img, true, |img, yi| {
+                convs.with(|conv| image(conv, img, yi, false))
+            })
         }
         threads => {
-            let mut conv = prepared;
+            let conv = Mutex::new(prepared);
             let inside = threads == Threads::InsideImages;
-            for (img, yi) in y.chunks_mut(y_img).enumerate() {
-                image(&mut conv, img, yi, inside);
-            }
+            zeroed_pieces(n * y_img, y_img, false, |img, yi| {
+                let mut conv = conv.lock().unwrap_or_else(|e| e.into_inner());
+                image(&mut conv, img, yi, inside)
+            })
         }
     }
-    y
 }
 
 /// The transpose of [`conv3x3_same`] applied to `dy: (n, o, h, w)`: a 3x3 same
@@ -635,6 +645,19 @@ pub(crate) fn weight_grad_into<T: DirectConv>(
     parallel: bool,
 ) {
     let kernel = T::weight_kernel(g.o);
-    grad.load(x, dy, g, kernel.0, T::LANES);
-    grad.accumulate(dw, kernel, parallel);
+    let lanes = weight_lanes::<T>();
+    grad.load((x, dy), g, (kernel.0, lanes), parallel);
+    grad.accumulate(dw, kernel, lanes, parallel);
+}
+
+/// The vector width of the weight-gradient kernel this CPU runs.
+fn weight_lanes<T: DirectConv>() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    match isa() {
+        Isa::Avx512 => 64 / std::mem::size_of::<T>(),
+        Isa::Avx2 => 32 / std::mem::size_of::<T>(),
+        Isa::Baseline => 1,
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    1
 }
