@@ -6,11 +6,14 @@
 //! is small enough for matrixmultiply to keep on one thread, and run one
 //! after another (each GEMM threaded by matrixmultiply) otherwise.
 
-use super::direct3x3::{self, DirectConv};
+use super::direct3x3::{self, DirectConv, Threads};
 use super::geometry::ConvGeom;
-use super::pointwise;
+use super::{pointwise, pointwise_product};
 use crate::cpu::matmul::{gemm_is_threaded, small_gemm};
-use crate::cpu::{tiled_gemm, vectorized, zeroed_pieces, Loop, Strided, TiledGemm, PAR_THRESHOLD};
+use crate::cpu::{
+    assume_init_mut, tiled_gemm, vectorized, written_pieces, zeroed_pieces, Loop, Strided,
+    TiledGemm, PAR_THRESHOLD,
+};
 use crate::Element;
 use rayon::prelude::*;
 
@@ -241,6 +244,38 @@ impl<T: Element> Loop for ChannelLoop<'_, T> {
     }
 }
 
+/// `out[n] = epilogue(A b[n])` for the images `b (n, k, positions)` of a
+/// 1x1 convolution and `A (rows, k)` (given as `(k, rows)` when
+/// transposed): the forward (`A = W`) and the input gradient (`A = W^T`).
+fn pointwise_products<T: DirectConv>(
+    b: &[T],
+    (a, transpose): (&[T], bool),
+    (rows, k): (usize, usize),
+    g: &ConvGeom,
+    epilogue: Epilogue<'_, T>,
+) -> Vec<T> {
+    let positions = g.h * g.w;
+    let kernel = T::pointwise_product_kernel();
+    let packed = pointwise_product::Packed::new(a, (rows, k), transpose, kernel.ob);
+    let threads = Threads::for_batch(g.n, rows * k * positions);
+    let (over_images, inside) = (
+        threads == Threads::OverImages,
+        threads == Threads::InsideImages,
+    );
+    let image_len = rows * positions;
+    written_pieces(
+        g.n * image_len,
+        image_len.max(1),
+        over_images,
+        |img, out| {
+            let bi = &b[img * k * positions..][..k * positions];
+            pointwise_product::image(&packed, kernel, bi, out, positions, inside);
+            // SAFETY: `image` wrote every element of `out`.
+            epilogue.apply(unsafe { assume_init_mut(out) }, positions);
+        },
+    )
+}
+
 /// `y = epilogue(conv(x, w))`: X-space `x` and weights to Y-space.
 pub(crate) fn conv_fwd<T: DirectConv>(
     x: &[T],
@@ -256,6 +291,9 @@ pub(crate) fn conv_fwd<T: DirectConv>(
     }
     if g.is_3x3_same() {
         return direct3x3::conv3x3_same(x, w, g, epilogue);
+    }
+    if g.is_pointwise() && g.groups == 1 {
+        return pointwise_products(x, (w, false), (g.o, g.c), g, epilogue);
     }
     let (m, k, npos) = (g.og(), g.ckk(), g.y_positions());
     image_outputs(g.n, g.y_image(), gemm_is_threaded(m, k, npos), |img, yi| {
@@ -291,6 +329,9 @@ pub(crate) fn conv_bwd_data<T: DirectConv>(dy: &[T], w: &[T], g: &ConvGeom) -> V
     }
     if g.is_3x3_same() {
         return direct3x3::conv3x3_same_transposed(dy, w, g);
+    }
+    if g.is_pointwise() && g.groups == 1 {
+        return pointwise_products(dy, (w, true), (g.c, g.o), g, Epilogue::NONE);
     }
     let (m, k, npos) = (g.og(), g.ckk(), g.y_positions());
     image_outputs(

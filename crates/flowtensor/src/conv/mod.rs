@@ -14,6 +14,7 @@ pub(crate) use direct3x3::{
 };
 mod geometry;
 mod pointwise;
+mod pointwise_product;
 pub(crate) mod simd;
 pub use simd::isa_name;
 

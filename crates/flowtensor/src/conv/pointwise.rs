@@ -158,8 +158,9 @@ unsafe fn load<T: Element, V: Vector<T>>(p: *const T, count: usize) -> V {
     }
 }
 
-/// Bytes of operands per chunk of images: half of a core's L2 cache.
-const CHUNK_BYTES: usize = 1 << 20;
+/// Bytes of one input-channel block's rows per chunk of images: about half
+/// of a core's L1 data cache.
+const CHUNK_BYTES: usize = 24 << 10;
 
 /// `dw (o, c) = sum_{n, p} dy[n, o, p] x[n, c, p]` with `kernel`, over
 /// threads when `parallel`.
@@ -174,12 +175,14 @@ pub(crate) fn weight_grad<T: Element>(
         return dw;
     }
     let TileKernel { ob, cb, lanes, run } = kernel;
-    let tiles: Vec<(usize, usize)> = (0..o.div_ceil(ob))
-        .flat_map(|b| (0..c.div_ceil(cb)).map(move |j| (b * ob, j * cb)))
+    // input-channel blocks outermost: consecutive tiles read the same rows
+    // of `x` (in the L1 cache) against the rows of `dy` streamed through
+    let tiles: Vec<(usize, usize)> = (0..c.div_ceil(cb))
+        .flat_map(|j| (0..o.div_ceil(ob)).map(move |b| (b * ob, j * cb)))
         .collect();
     let mut states = vec![T::zero(); tiles.len() * ob * cb * lanes];
     let mut sums = vec![T::zero(); tiles.len() * ob * cb];
-    let image_bytes = (o + c) * ops.positions * std::mem::size_of::<T>();
+    let image_bytes = cb * ops.positions * std::mem::size_of::<T>();
     let chunk = (CHUNK_BYTES / image_bytes.max(1)).max(1);
     for start in (0..ops.n).step_by(chunk) {
         let images = start..ops.n.min(start + chunk);

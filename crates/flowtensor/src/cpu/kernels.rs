@@ -49,47 +49,57 @@ where
     out
 }
 
-/// A buffer of `n` elements made by `fill(index, piece)` on consecutive
-/// pieces of `piece_len` (the last one possibly shorter), each zeroed first
-/// by the thread that fills it, while the piece is in its cache (a zeroed
-/// allocation would write the whole buffer to memory once more before the
-/// kernel writes it again); pieces in parallel when `parallel`.
-pub(crate) fn zeroed_pieces<T, F>(n: usize, piece_len: usize, parallel: bool, fill: F) -> Vec<T>
+/// A buffer of `n` elements written by `fill(index, piece)` on consecutive
+/// pieces of `piece_len` (the last one possibly shorter), in parallel when
+/// `parallel`; `fill` must write every element of its piece.
+pub(crate) fn written_pieces<T, F>(n: usize, piece_len: usize, parallel: bool, fill: F) -> Vec<T>
 where
-    T: crate::Element,
-    F: Fn(usize, &mut [T]) + Sync + Send,
+    T: Send,
+    F: Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
 {
     let mut out: Vec<T> = Vec::with_capacity(n);
     if n == 0 {
         return out;
     }
-    let piece = |(index, piece): (usize, &mut [MaybeUninit<T>])| {
-        piece.fill(MaybeUninit::new(T::zero()));
-        // SAFETY: every element of the piece was just written.
-        fill(index, unsafe { assume_init_mut(piece) })
-    };
     let spare = &mut out.spare_capacity_mut()[..n];
+    let fill = |(index, piece): (usize, &mut [MaybeUninit<T>])| fill(index, piece);
     if parallel {
         spare
             .par_chunks_mut(piece_len.max(1))
             .enumerate()
-            .for_each(piece);
+            .for_each(fill);
     } else {
         spare
             .chunks_mut(piece_len.max(1))
             .enumerate()
-            .for_each(piece);
+            .for_each(fill);
     }
-    // SAFETY: every piece was zeroed, so all `n` elements are initialised.
+    // SAFETY: `fill` wrote every element of every piece (its contract).
     unsafe { out.set_len(n) };
     out
+}
+
+/// Like [`written_pieces`] for a `fill` that needs initialised pieces: each
+/// is zeroed first by the thread that fills it, while the piece is in its
+/// cache (a zeroed allocation would write the whole buffer to memory once
+/// more before the kernel writes it again).
+pub(crate) fn zeroed_pieces<T, F>(n: usize, piece_len: usize, parallel: bool, fill: F) -> Vec<T>
+where
+    T: crate::Element,
+    F: Fn(usize, &mut [T]) + Sync + Send,
+{
+    written_pieces(n, piece_len, parallel, |index, piece| {
+        piece.fill(MaybeUninit::new(T::zero()));
+        // SAFETY: every element of the piece was just written.
+        fill(index, unsafe { assume_init_mut(piece) })
+    })
 }
 
 /// `piece` as initialised values.
 ///
 /// # Safety
 /// Every element of `piece` must have been written.
-unsafe fn assume_init_mut<T>(piece: &mut [MaybeUninit<T>]) -> &mut [T] {
+pub(crate) unsafe fn assume_init_mut<T>(piece: &mut [MaybeUninit<T>]) -> &mut [T] {
     &mut *(piece as *mut [MaybeUninit<T>] as *mut [T])
 }
 

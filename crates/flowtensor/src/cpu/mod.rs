@@ -10,7 +10,7 @@ pub(crate) use tiled_gemm::{tiled_gemm, Strided, TiledGemm};
 
 pub(crate) use gather::split_at_dim;
 pub use kernels::PAR_THRESHOLD;
-pub(crate) use kernels::{vectorized, zeroed_pieces, Loop};
+pub(crate) use kernels::{assume_init_mut, vectorized, written_pieces, zeroed_pieces, Loop};
 
 use crate::backend::{BackendStorage, ConvEpilogue, ConvPass, Draw, SolveGeom};
 use crate::conv::cpu as conv_cpu;

@@ -17,10 +17,10 @@ mod winograd;
 
 use super::cpu::Epilogue;
 use super::geometry::ConvGeom;
-use super::pointwise;
 use super::simd::Scalar;
 #[cfg(target_arch = "x86_64")]
 use super::simd::{isa, F32x16, F32x8, F64x4, F64x8, Isa};
+use super::{pointwise, pointwise_product};
 use crate::cpu::{zeroed_pieces, PAR_THRESHOLD};
 use crate::Element;
 use rayon::prelude::*;
@@ -192,6 +192,74 @@ macro_rules! direct_kernels {
                 (1, baseline)
             }
 
+            fn pointwise_product_kernel() -> pointwise_product::ProductKernel<$t> {
+                use pointwise_product::{tile, Packed, ProductKernel};
+                type Out<'a> = &'a mut [std::mem::MaybeUninit<$t>];
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f,avx2,fma")]
+                    unsafe fn avx512<const OB: usize, const NT: usize>(
+                        a: &Packed<$t>,
+                        block: usize,
+                        b: &[$t],
+                        out: Out,
+                        positions: usize,
+                        piece: (usize, usize),
+                    ) {
+                        tile::<$t, $avx512, OB, NT>(a, block, b, out, positions, piece)
+                    }
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn avx2<const OB: usize, const NT: usize>(
+                        a: &Packed<$t>,
+                        block: usize,
+                        b: &[$t],
+                        out: Out,
+                        positions: usize,
+                        piece: (usize, usize),
+                    ) {
+                        tile::<$t, $avx2, OB, NT>(a, block, b, out, positions, piece)
+                    }
+                    match isa() {
+                        Isa::Avx512 => {
+                            return ProductKernel {
+                                ob: 8,
+                                nt: 3,
+                                lanes: <$avx512 as super::simd::Vector<$t>>::LANES,
+                                tile: avx512::<8, 3>,
+                                vector: avx512::<8, 1>,
+                            }
+                        }
+                        Isa::Avx2 => {
+                            return ProductKernel {
+                                ob: 6,
+                                nt: 2,
+                                lanes: <$avx2 as super::simd::Vector<$t>>::LANES,
+                                tile: avx2::<6, 2>,
+                                vector: avx2::<6, 1>,
+                            }
+                        }
+                        Isa::Baseline => {}
+                    }
+                }
+                unsafe fn baseline(
+                    a: &Packed<$t>,
+                    block: usize,
+                    b: &[$t],
+                    out: Out,
+                    positions: usize,
+                    piece: (usize, usize),
+                ) {
+                    tile::<$t, Scalar<$t>, 4, 1>(a, block, b, out, positions, piece)
+                }
+                ProductKernel {
+                    ob: 4,
+                    nt: 1,
+                    lanes: 1,
+                    tile: baseline,
+                    vector: baseline,
+                }
+            }
+
             fn pointwise_weight_kernel() -> pointwise::TileKernel<$t> {
                 use pointwise::{Operands, TileKernel};
                 use std::ops::Range;
@@ -279,6 +347,8 @@ pub(crate) trait DirectConv: crate::cpu::TiledGemm {
     fn weight_kernel(o: usize) -> (usize, WeightFn<Self>);
     /// The fastest 1x1 weight-gradient tile and its output and input channels.
     fn pointwise_weight_kernel() -> pointwise::TileKernel<Self>;
+    /// The 1x1 product kernels (forward and input gradient) of this CPU.
+    fn pointwise_product_kernel() -> pointwise_product::ProductKernel<Self>;
 }
 
 direct_kernels!(f32, F32x16, F32x8);

@@ -1,0 +1,206 @@
+//! The products of a 1x1 convolution (stride 1, no padding, one group):
+//! the forward `y[n] = W x[n]` and the input gradient `dx[n] = W^T dy[n]`,
+//! both `out (rows, positions) = A (rows, k) b (k, positions)` per image.
+//!
+//! `b`'s rows are contiguous runs of positions, so a register tile of `OB`
+//! output rows by `NT` vectors of consecutive positions reads them in place
+//! (the last vector of a row masked): per step of `k`, `NT` vector loads
+//! and `OB` weight broadcasts feed `OB x NT` multiply-adds. Only `A` is
+//! packed, once per call, as `[block][k][OB]`; a GEMM library packs both
+//! operands for every image, and for these shapes (64 x 64 by 49 or 196
+//! positions) its packing of the image was a third of the product. Within
+//! an image the tiles run position tile by position tile, every output
+//! block over one tile of `b` (`k x NT` vectors, in the L1 cache) before the
+//! next.
+
+use super::simd::Vector;
+use crate::Element;
+use std::mem::MaybeUninit;
+
+/// A weight matrix packed for [`tile`]: `[block][k][OB]`, zero past the rows.
+pub(crate) struct Packed<T> {
+    values: Vec<T>,
+    rows: usize,
+    k: usize,
+    ob: usize,
+}
+
+impl<T: Element> Packed<T> {
+    /// Packs `a (rows, k)` (`transpose`: `a` given as `(k, rows)`) in blocks of `ob` rows.
+    pub(crate) fn new(a: &[T], (rows, k): (usize, usize), transpose: bool, ob: usize) -> Self {
+        let blocks = rows.div_ceil(ob);
+        let mut values = vec![T::zero(); blocks * k * ob];
+        for r in 0..rows {
+            let (b, within) = (r / ob, r % ob);
+            for j in 0..k {
+                let v = if transpose {
+                    a[j * rows + r]
+                } else {
+                    a[r * k + j]
+                };
+                values[(b * k + j) * ob + within] = v;
+            }
+        }
+        Packed {
+            values,
+            rows,
+            k,
+            ob,
+        }
+    }
+}
+
+/// The kernels of one instruction set: `ob` rows by `nt` vectors of
+/// `lanes` positions, and the same rows by one vector for the positions
+/// past the last whole tile.
+#[derive(Clone, Copy)]
+pub(crate) struct ProductKernel<T> {
+    pub ob: usize,
+    pub nt: usize,
+    pub lanes: usize,
+    pub tile: TileFn<T>,
+    pub vector: TileFn<T>,
+}
+
+/// Writes one tile: the output rows of block `block` at positions
+/// `p0..p0 + count` of one image (`count` at most the tile's width) from
+/// `b (k, positions)` into `out`, the block's rows `(valid, positions)`.
+pub(crate) type TileFn<T> =
+    unsafe fn(&Packed<T>, usize, &[T], &mut [MaybeUninit<T>], usize, (usize, usize));
+
+/// One image's `out (rows, positions) = A b` for `b (k, positions)`, every
+/// element of `out` written: the
+/// whole tiles position tile by position tile (each tile of `b` read by
+/// every block while it is in the L1 cache), then the positions past them
+/// one vector at a time; with `parallel`, the blocks are spread over
+/// threads instead.
+pub(crate) fn image<T: Element>(
+    a: &Packed<T>,
+    kernel: ProductKernel<T>,
+    b: &[T],
+    out: &mut [MaybeUninit<T>],
+    positions: usize,
+    parallel: bool,
+) {
+    let (rows, ob) = (a.rows, a.ob);
+    if rows == 0 || positions == 0 {
+        return;
+    }
+    let width = kernel.nt * kernel.lanes;
+    let whole = positions / width * width;
+    let pieces = (0..whole)
+        .step_by(width)
+        .map(|p0| (kernel.tile, p0, width))
+        .chain(
+            (whole..positions)
+                .step_by(kernel.lanes)
+                .map(|p0| (kernel.vector, p0, kernel.lanes.min(positions - p0))),
+        );
+    let out = &mut out[..rows * positions];
+    // SAFETY: the kernels are the ones this CPU runs (`ProductKernel`'s
+    // contract); every piece lies inside the image.
+    let run = |block: usize,
+               rows_out: &mut [MaybeUninit<T>],
+               (f, p0, count): (TileFn<T>, usize, usize)| unsafe {
+        f(a, block, b, rows_out, positions, (p0, count))
+    };
+    if parallel {
+        use rayon::prelude::*;
+        out.par_chunks_mut(ob * positions)
+            .enumerate()
+            .for_each(|(block, rows_out)| {
+                pieces.clone().for_each(|piece| run(block, rows_out, piece))
+            });
+    } else {
+        for piece in pieces {
+            for (block, rows_out) in out.chunks_mut(ob * positions).enumerate() {
+                run(block, rows_out, piece);
+            }
+        }
+    }
+}
+
+/// [`TileFn`] for `OB` rows by `NT` vectors.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions.
+#[inline(always)]
+pub(crate) unsafe fn tile<T: Element, V: Vector<T>, const OB: usize, const NT: usize>(
+    a: &Packed<T>,
+    block: usize,
+    b: &[T],
+    out: &mut [MaybeUninit<T>],
+    positions: usize,
+    (p0, count): (usize, usize),
+) {
+    let k = a.k;
+    assert!(a.ob == OB && (block + 1) * k * OB <= a.values.len());
+    assert!(count >= 1 && count <= NT * V::LANES && p0 + count <= positions);
+    let valid = OB.min(a.rows - block * OB);
+    assert!(b.len() >= k * positions && out.len() >= valid * positions);
+    // the vectors of the tile and the elements of the last one
+    let vectors = count.div_ceil(V::LANES);
+    let last = count - (vectors - 1) * V::LANES;
+    let at = (positions, p0);
+    let acc = if vectors == NT && last == V::LANES {
+        accumulate::<T, V, OB, NT, false>(a, block, b, at, (vectors, last))
+    } else {
+        accumulate::<T, V, OB, NT, true>(a, block, b, at, (vectors, last))
+    };
+    let mut lanes = [T::zero(); 64];
+    for (r, acc_r) in acc.iter().enumerate().take(valid) {
+        let row = &mut out[r * positions..][..positions];
+        for (t, v) in acc_r.iter().enumerate().take(vectors) {
+            let p = p0 + t * V::LANES;
+            if t + 1 < vectors || last == V::LANES {
+                v.store(row[p..][..V::LANES].as_mut_ptr().cast::<T>());
+            } else {
+                v.store(lanes.as_mut_ptr());
+                for (dst, &value) in row[p..][..last].iter_mut().zip(&lanes) {
+                    dst.write(value);
+                }
+            }
+        }
+    }
+}
+
+/// The accumulators of [`tile`] over `vectors` vectors of positions from
+/// `p0`, the last of which holds `last` positions; `PARTIAL` compiles the
+/// tile with fewer or shorter vectors than `NT` whole ones (those past
+/// `vectors` stay zero).
+#[inline(always)]
+unsafe fn accumulate<
+    T: Element,
+    V: Vector<T>,
+    const OB: usize,
+    const NT: usize,
+    const PARTIAL: bool,
+>(
+    a: &Packed<T>,
+    block: usize,
+    b: &[T],
+    (positions, p0): (usize, usize),
+    (vectors, last): (usize, usize),
+) -> [[V; NT]; OB] {
+    let weights = a.values.as_ptr().add(block * a.k * OB);
+    let mut acc = [[V::zero(); NT]; OB];
+    for j in 0..a.k {
+        let row = b.as_ptr().add(j * positions + p0);
+        let mut xv = [V::zero(); NT];
+        for (t, x) in xv.iter_mut().enumerate() {
+            if !PARTIAL || t + 1 < vectors {
+                *x = V::load(row.add(t * V::LANES));
+            } else if t + 1 == vectors {
+                *x = V::load_first(row.add(t * V::LANES), last);
+            }
+        }
+        let wj = weights.add(j * OB);
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let wv = V::splat(*wj.add(r));
+            for (a, &x) in acc_r.iter_mut().zip(&xv) {
+                *a = a.mul_add(wv, x);
+            }
+        }
+    }
+    acc
+}
