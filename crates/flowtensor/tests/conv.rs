@@ -139,6 +139,7 @@ fn conv_cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
     vec![
         ([2, 3, 5, 7], [4, 3, 3, 3], Conv2dParams::same(3)), // direct 3x3 kernel, odd sizes
         ([1, 5, 9, 20], [7, 5, 3, 3], Conv2dParams::same(3)), // 16 + tail columns, 7 output channels
+        ([2, 3, 1, 17], [4, 3, 3, 3], Conv2dParams::same(3)), // one row: every vertical tap masked
         ([3, 4, 6, 6], [2, 4, 3, 3], Conv2dParams::same(3)),
         // with AVX-512 (8 f64 lanes): the channel-tiled kernel (few input
         // channels), and Winograd F(2x2, 3x3) from 16 input channels, with
@@ -465,6 +466,8 @@ fn f32_kernels_agree_with_f64() {
         ([2, 32, 7, 7], [64, 32, 3, 3], Conv2dParams::same(3)),
         ([2, 20, 7, 14], [64, 20, 3, 3], Conv2dParams::same(3)),
         ([1, 4, 14, 13], [64, 4, 3, 3], Conv2dParams::same(3)),
+        ([2, 64, 7, 7], [8, 64, 3, 3], Conv2dParams::same(3)), // masked tiles of the image
+        ([3, 2, 2, 3], [5, 2, 3, 3], Conv2dParams::same(3)),   // one partial vector
         ([3, 64, 14, 14], [64, 64, 1, 1], Conv2dParams::default()),
         ([2, 9, 7, 7], [5, 9, 1, 1], Conv2dParams::default()),
         ([2, 7, 4, 8], [13, 7, 1, 1], Conv2dParams::default()),

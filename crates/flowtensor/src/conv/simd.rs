@@ -178,6 +178,31 @@ x86_vector!(
     _mm256_sub_pd
 );
 
+/// An AVX-512 register with loads under a lane mask (lanes whose bit is
+/// clear are zero and their memory is not read).
+///
+/// # Safety
+/// As [`Vector`]; the set lanes at `p` must be readable.
+pub(crate) trait MaskedLoad<T>: Vector<T> {
+    unsafe fn load_masked(p: *const T, mask: u32) -> Self;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl MaskedLoad<f32> for F32x16 {
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, mask: u32) -> Self {
+        F32x16(_mm512_maskz_loadu_ps(mask as __mmask16, p))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl MaskedLoad<f64> for F64x8 {
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f64, mask: u32) -> Self {
+        F64x8(_mm512_maskz_loadu_pd(mask as __mmask8, p))
+    }
+}
+
 /// The instruction sets the kernels are compiled for.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
@@ -187,17 +212,21 @@ pub(crate) enum Isa {
     Baseline,
 }
 
-/// The best instruction set this CPU supports.
+/// The best instruction set this CPU supports, or a lesser one named by
+/// `FLOWTENSOR_ISA` (`avx2` or `baseline`; read once), so that every
+/// kernel variant can be tested on one machine.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
     *ISA.get_or_init(|| {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-            Isa::Avx512
-        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            Isa::Avx2
-        } else {
-            Isa::Baseline
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        let avx512 = avx2 && is_x86_feature_detected!("avx512f");
+        match std::env::var("FLOWTENSOR_ISA").as_deref() {
+            Ok("baseline") => Isa::Baseline,
+            Ok("avx2") if avx2 => Isa::Avx2,
+            _ if avx512 => Isa::Avx512,
+            _ if avx2 => Isa::Avx2,
+            _ => Isa::Baseline,
         }
     })
 }

@@ -11,6 +11,7 @@
 //! and the best one the CPU supports is picked at run time.
 
 mod channels;
+mod masked;
 mod positions;
 mod weight;
 mod winograd;
@@ -67,6 +68,23 @@ macro_rules! direct_kernels {
                     positions::block::<$t, Scalar<$t>, OB, 4>(blk, out)
                 }
                 baseline::<OB>
+            }
+
+            fn masked_kernel<const OB: usize, const NT: usize>() -> Option<masked::BlockFn<$t>> {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f,avx2,fma")]
+                    unsafe fn avx512<const OB: usize, const NT: usize>(
+                        blk: &masked::Block<$t>,
+                        out: &mut [$t],
+                    ) {
+                        masked::block::<$t, $avx512, OB, NT>(blk, out)
+                    }
+                    if let Isa::Avx512 = isa() {
+                        return Some(avx512::<OB, NT>);
+                    }
+                }
+                None
             }
 
             fn channel_kernel(o: usize) -> Option<(usize, channels::BlockFn<$t>)> {
@@ -337,6 +355,9 @@ pub(crate) trait DirectConv: crate::cpu::TiledGemm {
     /// vectors.
     fn position_kernel<const OB: usize, const NT512: usize, const NT256: usize>(
     ) -> positions::BlockFn<Self>;
+    /// The masked position-tiled kernel for `OB` output channels by `NT`
+    /// vectors, where this CPU has one (AVX-512).
+    fn masked_kernel<const OB: usize, const NT: usize>() -> Option<masked::BlockFn<Self>>;
     /// The channel-tiled kernel for `o` output channels and its block width
     /// in channels, where this CPU has one and it suits `o`.
     fn channel_kernel(o: usize) -> Option<(usize, channels::BlockFn<Self>)>;
@@ -376,11 +397,11 @@ fn channel_vectors(o: usize, lanes: usize) -> Option<usize> {
 /// The output-channel block size and kernel of the position-tiled kernel
 /// for `o` channels and `hw` positions: the block that pads `o` least
 /// (earlier in the list on ties; 12 channels x 1 vector measured best from
-/// 24 channels up), and below 24 channels 6 channels by the 2, 3 or 4
-/// vectors of positions that pad `hw` least. Tiles hold `OB x NT`
-/// accumulators, at most 24 of the 32 AVX-512 registers and 8 of the 16
-/// AVX2 ones, leaving room for the `NT` input vectors and a weight
-/// broadcast.
+/// 24 channels up), and below 24 channels 6 channels by the 4, 3 or 2
+/// vectors of positions that leave the fewest vectors to single-vector
+/// tiles (the larger on ties). Tiles hold `OB x NT` accumulators, at most
+/// 24 of the 32 AVX-512 registers and 8 of the 16 AVX2 ones, leaving room
+/// for the `NT` input vectors and a weight broadcast.
 fn position_block<T: DirectConv>(o: usize, hw: usize) -> (usize, positions::BlockFn<T>) {
     let order: [usize; 5] = if o >= 24 {
         [12, 6, 8, 4, 2]
@@ -388,10 +409,10 @@ fn position_block<T: DirectConv>(o: usize, hw: usize) -> (usize, positions::Bloc
         [6, 12, 8, 4, 2]
     };
     let best = least_padding(o, &order);
-    let tile = |nt: usize| hw.div_ceil(nt * T::LANES) * nt;
+    let vectors = hw.div_ceil(T::LANES);
     let kernel = match best {
         12 => T::position_kernel::<12, 1, 1>(),
-        6 => match [4, 3, 2].into_iter().min_by_key(|&nt| tile(nt) * T::LANES) {
+        6 => match [4, 3, 2].into_iter().min_by_key(|&nt| vectors % nt) {
             Some(4) => T::position_kernel::<6, 4, 1>(),
             Some(2) => T::position_kernel::<6, 2, 1>(),
             _ => T::position_kernel::<6, 3, 1>(),
@@ -401,6 +422,31 @@ fn position_block<T: DirectConv>(o: usize, hw: usize) -> (usize, positions::Bloc
         _ => T::position_kernel::<2, 8, 4>(),
     };
     (best, kernel)
+}
+
+/// The block size and kernel of the masked position-tiled kernel for `o`
+/// channels and `hw` positions, where this CPU has it: the blocks of
+/// [`position_block`], with `lanes`-element vectors.
+fn masked_block<T: DirectConv>(o: usize, hw: usize) -> Option<(usize, masked::BlockFn<T>)> {
+    let (best, _) = position_block::<T>(o, hw);
+    let vectors = hw.div_ceil(masked_lanes::<T>());
+    let kernel = match best {
+        12 => T::masked_kernel::<12, 1>(),
+        6 => match [4, 3, 2].into_iter().min_by_key(|&nt| vectors % nt) {
+            Some(4) => T::masked_kernel::<6, 4>(),
+            Some(2) => T::masked_kernel::<6, 2>(),
+            _ => T::masked_kernel::<6, 3>(),
+        },
+        8 => T::masked_kernel::<8, 2>(),
+        4 => T::masked_kernel::<4, 4>(),
+        _ => T::masked_kernel::<2, 8>(),
+    }?;
+    Some((best, kernel))
+}
+
+/// The elements of an AVX-512 register of `T`, the masked kernel's vectors.
+fn masked_lanes<T>() -> usize {
+    64 / std::mem::size_of::<T>()
 }
 
 /// The weights `(c, o, 3, 3)` of the adjoint of a 3x3 same convolution with
@@ -451,6 +497,13 @@ enum Plan<T> {
         /// Output channels per block.
         block: usize,
         xs: Vec<T>,
+    },
+    Masked {
+        kernel: masked::BlockFn<T>,
+        packed: Arc<[T]>,
+        block: usize,
+        /// The lane masks of the image's vectors (see [`masked::masks`]).
+        masks: Arc<[u32]>,
     },
     Channels {
         kernel: channels::BlockFn<T>,
@@ -523,6 +576,15 @@ impl<T: DirectConv> ImageConv3x3<T> {
                 block,
                 xp: vec![T::zero(); channels::padded_len(c, h, wd)],
             },
+            _ if masked_block::<T>(o, h * wd).is_some() => {
+                let (block, kernel) = masked_block::<T>(o, h * wd).expect("checked above");
+                Plan::Masked {
+                    kernel,
+                    packed: masked::pack_weights(w, o, c, block).into(),
+                    block,
+                    masks: masked::masks(h, wd, masked_lanes::<T>()).into(),
+                }
+            }
             _ => {
                 let (block, kernel) = position_block::<T>(o, h * wd);
                 Plan::Positions {
@@ -572,6 +634,28 @@ impl<T: DirectConv> ImageConv3x3<T> {
                         valid: block.min(o - b * block),
                     };
                     // SAFETY: `position_kernel` returned a kernel this CPU runs.
+                    unsafe { kernel(&blk, out) }
+                };
+                for_each_block(dst, block * h * w, parallel, run);
+            }
+            Plan::Masked {
+                kernel,
+                packed,
+                block,
+                masks,
+            } => {
+                let (kernel, block, packed) = (*kernel, *block, &**packed);
+                let run = |(b, out): (usize, &mut [T])| {
+                    let blk = masked::Block {
+                        x: src,
+                        wb: &packed[b * 9 * c * block..][..9 * c * block],
+                        masks,
+                        c,
+                        h,
+                        w,
+                        valid: block.min(o - b * block),
+                    };
+                    // SAFETY: `masked_kernel` returned a kernel this CPU runs.
                     unsafe { kernel(&blk, out) }
                 };
                 for_each_block(dst, block * h * w, parallel, run);

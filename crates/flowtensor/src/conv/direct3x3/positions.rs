@@ -64,7 +64,9 @@ unsafe fn tile<T: Element, V: Vector<T>, const OB: usize, const NT: usize>(
     acc
 }
 
-/// All tiles of one block (`out` is its `(valid, h, w)` output).
+/// All tiles of one block (`out` is its `(valid, h, w)` output): whole
+/// tiles of `NT` vectors, then the vectors past them one at a time (so only
+/// the image's last vector is partly padding).
 ///
 /// # Safety
 /// The CPU must support `V`'s instructions.
@@ -74,19 +76,40 @@ pub(crate) unsafe fn block<T: Element, V: Vector<T>, const OB: usize, const NT: 
     out: &mut [T],
 ) {
     let hw = blk.h * blk.w;
+    let width = NT * V::LANES;
+    // whole tiles of vectors, the image's last vector possibly partial
+    let whole = (hw.div_ceil(V::LANES) / NT * width).min(hw);
+    for p0 in (0..whole).step_by(width) {
+        store_tile(out, hw, blk.valid, p0, &tile::<T, V, OB, NT>(blk, p0));
+    }
+    for p0 in (whole..hw).step_by(V::LANES) {
+        store_tile(out, hw, blk.valid, p0, &tile::<T, V, OB, 1>(blk, p0));
+    }
+}
+
+/// Writes a tile at position `p0` into `out`, the `(valid, hw)` output of
+/// its block: the first `valid` channels, the positions before `hw`.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions.
+#[inline(always)]
+pub(crate) unsafe fn store_tile<T: Element, V: Vector<T>, const OB: usize, const NT: usize>(
+    out: &mut [T],
+    hw: usize,
+    valid: usize,
+    p0: usize,
+    acc: &[[V; NT]; OB],
+) {
     let mut lanes = [T::zero(); 64];
-    for p0 in (0..hw).step_by(NT * V::LANES) {
-        let acc = tile::<T, V, OB, NT>(blk, p0);
-        for (o, acc_o) in acc.iter().enumerate().take(blk.valid) {
-            let out_o = &mut out[o * hw..][..hw];
-            for (t, a) in acc_o.iter().enumerate() {
-                let p = p0 + t * V::LANES;
-                if p + V::LANES <= hw {
-                    a.store(out_o[p..][..V::LANES].as_mut_ptr());
-                } else if p < hw {
-                    a.store(lanes.as_mut_ptr());
-                    out_o[p..].copy_from_slice(&lanes[..hw - p]);
-                }
+    for (o, acc_o) in acc.iter().enumerate().take(valid) {
+        let out_o = &mut out[o * hw..][..hw];
+        for (t, a) in acc_o.iter().enumerate() {
+            let p = p0 + t * V::LANES;
+            if p + V::LANES <= hw {
+                a.store(out_o[p..][..V::LANES].as_mut_ptr());
+            } else if p < hw {
+                a.store(lanes.as_mut_ptr());
+                out_o[p..].copy_from_slice(&lanes[..hw - p]);
             }
         }
     }
