@@ -9,9 +9,7 @@
 
 pub(crate) mod cpu;
 mod direct3x3;
-pub(crate) use direct3x3::{
-    weight_grad_into, DirectConv, ImageConv3x3, PerThread, Threads, WeightGrad,
-};
+pub(crate) use direct3x3::{weight_grad_into, DirectConv, ImageConv3x3, PerThread, Threads};
 mod geometry;
 mod pointwise;
 mod pointwise_product;

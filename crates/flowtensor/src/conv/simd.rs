@@ -178,13 +178,41 @@ x86_vector!(
     _mm256_sub_pd
 );
 
-/// An AVX-512 register with loads under a lane mask (lanes whose bit is
-/// clear are zero and their memory is not read).
+/// A register with loads under a lane mask: lanes whose bit is clear are
+/// zero and their memory is not read (AVX-512 masked loads; AVX2's
+/// `vmaskmov`, which also suppresses faults of masked lanes).
 ///
 /// # Safety
 /// As [`Vector`]; the set lanes at `p` must be readable.
 pub(crate) trait MaskedLoad<T>: Vector<T> {
     unsafe fn load_masked(p: *const T, mask: u32) -> Self;
+}
+
+impl<T: crate::Element> MaskedLoad<T> for Scalar<T> {
+    #[inline(always)]
+    unsafe fn load_masked(p: *const T, mask: u32) -> Self {
+        Scalar(if mask & 1 != 0 { *p } else { T::zero() })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl MaskedLoad<f32> for F32x8 {
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, mask: u32) -> Self {
+        let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        let set = _mm256_and_si256(_mm256_set1_epi32(mask as i32), bits);
+        F32x8(_mm256_maskload_ps(p, _mm256_cmpeq_epi32(set, bits)))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl MaskedLoad<f64> for F64x4 {
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f64, mask: u32) -> Self {
+        let bits = _mm256_setr_epi64x(1, 2, 4, 8);
+        let set = _mm256_and_si256(_mm256_set1_epi64x(i64::from(mask)), bits);
+        F64x4(_mm256_maskload_pd(p, _mm256_cmpeq_epi64(set, bits)))
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

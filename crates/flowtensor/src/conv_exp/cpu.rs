@@ -12,9 +12,7 @@
 
 use super::{SeriesGeom, Stop};
 use crate::conv::cpu::{conv_bwd_data, conv_bwd_weight, conv_fwd, Epilogue};
-use crate::conv::{
-    weight_grad_into, ConvGeom, DirectConv, ImageConv3x3, PerThread, Threads, WeightGrad,
-};
+use crate::conv::{weight_grad_into, ConvGeom, DirectConv, ImageConv3x3, PerThread, Threads};
 use rayon::prelude::*;
 
 /// How the images of a series share the threads.
@@ -170,8 +168,6 @@ struct Adjoint<'a, T> {
     /// `a_1 / 1, ..., a_n / n`, the second operands of the weight gradient.
     scaled: Vec<T>,
     tmp: Vec<T>,
-    /// The padded operands of the 3x3 weight gradient, reused.
-    weights: WeightGrad<T>,
     /// The kernel gradient of the images done so far (empty when not wanted).
     dk: Vec<T>,
 }
@@ -184,7 +180,6 @@ impl<'a, T: DirectConv> Adjoint<'a, T> {
             us: Vec::new(),
             scaled: Vec::new(),
             tmp: vec![T::zero(); sg.image()],
-            weights: WeightGrad::default(),
             dk: if want_kernel {
                 vec![T::zero(); kernel.len()]
             } else {
@@ -229,14 +224,7 @@ impl<'a, T: DirectConv> Adjoint<'a, T> {
             let geom = sg.conv(n);
             let dk = &mut self.dk;
             if sg.k == 3 {
-                weight_grad_into(
-                    &mut self.weights,
-                    &self.us,
-                    &self.scaled,
-                    &geom,
-                    dk,
-                    parallel,
-                );
+                weight_grad_into(&self.us, &self.scaled, &geom, dk, parallel);
             } else {
                 let part = conv_bwd_weight(&self.us, &self.scaled, &geom);
                 dk.iter_mut().zip(&part).for_each(|(s, &v)| *s = *s + v);

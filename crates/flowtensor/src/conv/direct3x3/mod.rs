@@ -11,7 +11,6 @@
 //! and the best one the CPU supports is picked at run time.
 
 mod channels;
-mod masked;
 mod positions;
 mod weight;
 mod winograd;
@@ -26,7 +25,7 @@ use crate::cpu::{zeroed_pieces, PAR_THRESHOLD};
 use crate::Element;
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
-pub(crate) use weight::WeightGrad;
+use weight::WeightGrad;
 use weight::{weight_tile, WeightFn};
 use winograd::Winograd;
 
@@ -38,8 +37,6 @@ const SLACK: usize = 256;
 macro_rules! direct_kernels {
     ($t:ty, $avx512:ident, $avx2:ident) => {
         impl DirectConv for $t {
-            const LANES: usize = 16;
-
             fn position_kernel<const OB: usize, const NT512: usize, const NT256: usize>(
             ) -> positions::BlockFn<$t> {
                 #[cfg(target_arch = "x86_64")]
@@ -65,26 +62,9 @@ macro_rules! direct_kernels {
                     }
                 }
                 unsafe fn baseline<const OB: usize>(blk: &positions::Block<$t>, out: &mut [$t]) {
-                    positions::block::<$t, Scalar<$t>, OB, 4>(blk, out)
+                    positions::block::<$t, Scalar<$t>, OB, 1>(blk, out)
                 }
                 baseline::<OB>
-            }
-
-            fn masked_kernel<const OB: usize, const NT: usize>() -> Option<masked::BlockFn<$t>> {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx512f,avx2,fma")]
-                    unsafe fn avx512<const OB: usize, const NT: usize>(
-                        blk: &masked::Block<$t>,
-                        out: &mut [$t],
-                    ) {
-                        masked::block::<$t, $avx512, OB, NT>(blk, out)
-                    }
-                    if let Isa::Avx512 = isa() {
-                        return Some(avx512::<OB, NT>);
-                    }
-                }
-                None
             }
 
             fn channel_kernel(o: usize) -> Option<(usize, channels::BlockFn<$t>)> {
@@ -348,16 +328,11 @@ macro_rules! direct_kernels {
 
 /// Element types with direct kernels: 3x3 convolutions and the 1x1 weight gradient.
 pub(crate) trait DirectConv: crate::cpu::TiledGemm {
-    /// Upper bound on the vector width of any kernel, in elements.
-    const LANES: usize;
     /// The fastest position-tiled kernel this CPU runs, for `OB` output
     /// channels per block and tiles of `NT512` (AVX-512) or `NT256` (AVX2)
     /// vectors.
     fn position_kernel<const OB: usize, const NT512: usize, const NT256: usize>(
     ) -> positions::BlockFn<Self>;
-    /// The masked position-tiled kernel for `OB` output channels by `NT`
-    /// vectors, where this CPU has one (AVX-512).
-    fn masked_kernel<const OB: usize, const NT: usize>() -> Option<masked::BlockFn<Self>>;
     /// The channel-tiled kernel for `o` output channels and its block width
     /// in channels, where this CPU has one and it suits `o`.
     fn channel_kernel(o: usize) -> Option<(usize, channels::BlockFn<Self>)>;
@@ -395,58 +370,34 @@ fn channel_vectors(o: usize, lanes: usize) -> Option<usize> {
 }
 
 /// The output-channel block size and kernel of the position-tiled kernel
-/// for `o` channels and `hw` positions: the block that pads `o` least
-/// (earlier in the list on ties; 12 channels x 1 vector measured best from
-/// 24 channels up), and below 24 channels 6 channels by the 4, 3 or 2
-/// vectors of positions that leave the fewest vectors to single-vector
-/// tiles (the larger on ties). Tiles hold `OB x NT` accumulators, at most
-/// 24 of the 32 AVX-512 registers and 8 of the 16 AVX2 ones, leaving room
-/// for the `NT` input vectors and a weight broadcast.
+/// for `o` channels and `hw` positions: the block of 8, 6, 4 or 2 channels
+/// that pads `o` least (the larger on ties), by the tile of vectors of
+/// positions (on AVX-512; `OB x NT` at most 24 of the 32 registers, leaving
+/// room for the `NT` input vectors and a weight broadcast) that leaves the
+/// fewest vectors to single-vector tiles, the larger on ties; AVX2 (16
+/// registers) takes 1, 2, 2 or 4 vectors.
 fn position_block<T: DirectConv>(o: usize, hw: usize) -> (usize, positions::BlockFn<T>) {
-    let order: [usize; 5] = if o >= 24 {
-        [12, 6, 8, 4, 2]
-    } else {
-        [6, 12, 8, 4, 2]
+    let best = least_padding(o, &[8, 6, 4, 2]);
+    let vectors = hw.div_ceil(vector_lanes::<T>());
+    let tile = |options: &[usize]| {
+        options
+            .iter()
+            .copied()
+            .min_by_key(|&nt| vectors % nt)
+            .unwrap_or(1)
     };
-    let best = least_padding(o, &order);
-    let vectors = hw.div_ceil(T::LANES);
-    let kernel = match best {
-        12 => T::position_kernel::<12, 1, 1>(),
-        6 => match [4, 3, 2].into_iter().min_by_key(|&nt| vectors % nt) {
-            Some(4) => T::position_kernel::<6, 4, 1>(),
-            Some(2) => T::position_kernel::<6, 2, 1>(),
-            _ => T::position_kernel::<6, 3, 1>(),
-        },
-        8 => T::position_kernel::<8, 2, 1>(),
-        4 => T::position_kernel::<4, 4, 2>(),
+    let kernel = match (best, tile(&[3, 2]), tile(&[4, 3, 2]), tile(&[6, 4, 3])) {
+        (8, 3, _, _) => T::position_kernel::<8, 3, 1>(),
+        (8, _, _, _) => T::position_kernel::<8, 2, 1>(),
+        (6, _, 4, _) => T::position_kernel::<6, 4, 2>(),
+        (6, _, 3, _) => T::position_kernel::<6, 3, 2>(),
+        (6, _, _, _) => T::position_kernel::<6, 2, 2>(),
+        (4, _, _, 6) => T::position_kernel::<4, 6, 2>(),
+        (4, _, _, 4) => T::position_kernel::<4, 4, 2>(),
+        (4, _, _, _) => T::position_kernel::<4, 3, 2>(),
         _ => T::position_kernel::<2, 8, 4>(),
     };
     (best, kernel)
-}
-
-/// The block size and kernel of the masked position-tiled kernel for `o`
-/// channels and `hw` positions, where this CPU has it: the blocks of
-/// [`position_block`], with `lanes`-element vectors.
-fn masked_block<T: DirectConv>(o: usize, hw: usize) -> Option<(usize, masked::BlockFn<T>)> {
-    let (best, _) = position_block::<T>(o, hw);
-    let vectors = hw.div_ceil(masked_lanes::<T>());
-    let kernel = match best {
-        12 => T::masked_kernel::<12, 1>(),
-        6 => match [4, 3, 2].into_iter().min_by_key(|&nt| vectors % nt) {
-            Some(4) => T::masked_kernel::<6, 4>(),
-            Some(2) => T::masked_kernel::<6, 2>(),
-            _ => T::masked_kernel::<6, 3>(),
-        },
-        8 => T::masked_kernel::<8, 2>(),
-        4 => T::masked_kernel::<4, 4>(),
-        _ => T::masked_kernel::<2, 8>(),
-    }?;
-    Some((best, kernel))
-}
-
-/// The elements of an AVX-512 register of `T`, the masked kernel's vectors.
-fn masked_lanes<T>() -> usize {
-    64 / std::mem::size_of::<T>()
 }
 
 /// The weights `(c, o, 3, 3)` of the adjoint of a 3x3 same convolution with
@@ -496,13 +447,7 @@ enum Plan<T> {
         packed: Arc<[T]>,
         /// Output channels per block.
         block: usize,
-        xs: Vec<T>,
-    },
-    Masked {
-        kernel: masked::BlockFn<T>,
-        packed: Arc<[T]>,
-        block: usize,
-        /// The lane masks of the image's vectors (see [`masked::masks`]).
+        /// The lane masks of the image's vectors (see [`positions::masks`]).
         masks: Arc<[u32]>,
     },
     Channels {
@@ -576,22 +521,13 @@ impl<T: DirectConv> ImageConv3x3<T> {
                 block,
                 xp: vec![T::zero(); channels::padded_len(c, h, wd)],
             },
-            _ if masked_block::<T>(o, h * wd).is_some() => {
-                let (block, kernel) = masked_block::<T>(o, h * wd).expect("checked above");
-                Plan::Masked {
-                    kernel,
-                    packed: masked::pack_weights(w, o, c, block).into(),
-                    block,
-                    masks: masked::masks(h, wd, masked_lanes::<T>()).into(),
-                }
-            }
             _ => {
                 let (block, kernel) = position_block::<T>(o, h * wd);
                 Plan::Positions {
                     kernel,
                     packed: positions::pack_weights(w, o, c, block).into(),
                     block,
-                    xs: vec![T::zero(); positions::shifted_len(c, h, wd)],
+                    masks: positions::masks(h, wd, vector_lanes::<T>()).into(),
                 }
             }
         };
@@ -620,33 +556,11 @@ impl<T: DirectConv> ImageConv3x3<T> {
                 kernel,
                 packed,
                 block,
-                xs,
-            } => {
-                positions::fill_shifted_copies(src, c, h, w, xs);
-                let (kernel, block, xs, packed) = (*kernel, *block, &*xs, &**packed);
-                let run = |(b, out): (usize, &mut [T])| {
-                    let blk = positions::Block {
-                        xs,
-                        wb: &packed[b * c * 9 * block..][..c * 9 * block],
-                        c,
-                        h,
-                        w,
-                        valid: block.min(o - b * block),
-                    };
-                    // SAFETY: `position_kernel` returned a kernel this CPU runs.
-                    unsafe { kernel(&blk, out) }
-                };
-                for_each_block(dst, block * h * w, parallel, run);
-            }
-            Plan::Masked {
-                kernel,
-                packed,
-                block,
                 masks,
             } => {
                 let (kernel, block, packed) = (*kernel, *block, &**packed);
                 let run = |(b, out): (usize, &mut [T])| {
-                    let blk = masked::Block {
+                    let blk = positions::Block {
                         x: src,
                         wb: &packed[b * 9 * c * block..][..9 * c * block],
                         masks,
@@ -655,7 +569,7 @@ impl<T: DirectConv> ImageConv3x3<T> {
                         w,
                         valid: block.min(o - b * block),
                     };
-                    // SAFETY: `masked_kernel` returned a kernel this CPU runs.
+                    // SAFETY: `position_kernel` returned a kernel this CPU runs.
                     unsafe { kernel(&blk, out) }
                 };
                 for_each_block(dst, block * h * w, parallel, run);
@@ -776,9 +690,7 @@ pub(crate) fn conv3x3_same_transposed<T: DirectConv>(dy: &[T], w: &[T], g: &Conv
 /// registers.
 pub(crate) fn conv3x3_same_weight_grad<T: DirectConv>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
     let mut dw = vec![T::zero(); g.o * g.c * 9];
-    let mut grad = WeightGrad::default();
     weight_grad_into(
-        &mut grad,
         x,
         dy,
         g,
@@ -788,24 +700,21 @@ pub(crate) fn conv3x3_same_weight_grad<T: DirectConv>(x: &[T], dy: &[T], g: &Con
     dw
 }
 
-/// Adds the weight gradient of [`conv3x3_same`] to `dw`, reusing the
-/// buffers of `grad`; in parallel when `parallel`.
+/// Adds the weight gradient of [`conv3x3_same`] to `dw`, in parallel when
+/// `parallel`.
 pub(crate) fn weight_grad_into<T: DirectConv>(
-    grad: &mut WeightGrad<T>,
     x: &[T],
     dy: &[T],
     g: &ConvGeom,
     dw: &mut [T],
     parallel: bool,
 ) {
-    let kernel = T::weight_kernel(g.o);
-    let lanes = weight_lanes::<T>();
-    grad.load((x, dy), g, (kernel.0, lanes), parallel);
-    grad.accumulate(dw, kernel, lanes, parallel);
+    let lanes = vector_lanes::<T>();
+    WeightGrad::new(x, dy, g, lanes).accumulate(dw, T::weight_kernel(g.o), lanes, parallel);
 }
 
-/// The vector width of the weight-gradient kernel this CPU runs.
-fn weight_lanes<T: DirectConv>() -> usize {
+/// The vector width of the kernels this CPU runs, in elements of `T`.
+fn vector_lanes<T>() -> usize {
     #[cfg(target_arch = "x86_64")]
     match isa() {
         Isa::Avx512 => 64 / std::mem::size_of::<T>(),

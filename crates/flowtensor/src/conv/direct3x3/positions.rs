@@ -1,24 +1,31 @@
-//! The position-tiled kernel: vectors run along output positions.
+//! The position-tiled kernel: vectors run along output positions of the
+//! image as it is, and the zero padding is a lane mask.
 //!
-//! Each image is zero-padded and stored as three column-shifted copies, so the
-//! input of every tap for consecutive output positions is one contiguous run,
-//! whatever the width. A register tile holds `OB` output channels by `NT`
-//! vectors of consecutive output positions; for each input channel and tap
-//! it loads `NT` vectors and broadcasts `OB` weights (packed as
-//! `[block][c][tap][OB]`), `OB x NT` multiply-adds. It suits few channels
-//! (a vector of output channels would be mostly padding).
+//! For output positions `p .. p + LANES` (flat, `p = r w + q`), the input of
+//! tap `(i, j)` is the run at `p + (i - 1) w + (j - 1)` of the unpadded image,
+//! except in the lanes whose source pixel lies outside the image (the top or
+//! bottom row for `i != 1`, the first or last column for `j != 1`, and the
+//! positions past the image): a masked load reads those as zero without
+//! touching their memory. So no padded or shifted copy of the image is made
+//! (three column-shifted copies took as long as the products for 64 input
+//! channels on 14x14 images). It suits few output channels (a vector of
+//! output channels would be mostly padding). The masks depend only on the image size; they are computed once
+//! per convolution. A register tile holds `OB` output channels by `NT`
+//! vectors; for each tap it takes the tile's masks once, then for every
+//! input channel loads `NT` vectors and broadcasts `OB` weights (packed as
+//! `[block][tap][c][OB]`), `OB x NT` multiply-adds.
 
-use super::SLACK;
-use crate::conv::simd::Vector;
+use crate::conv::simd::{MaskedLoad, Vector};
 use crate::Element;
 
 /// Everything one output-channel block of one image needs.
 pub(crate) struct Block<'a, T> {
-    /// Column-shifted copies of the zero-padded image, `(3, c, h + 2, w)`:
-    /// copy `j` holds padded columns `j..j + w`; [`SLACK`] zeros follow.
-    pub xs: &'a [T],
-    /// This block's packed weights, `[c][tap][ob]`.
+    /// The image `(c, h, w)`.
+    pub x: &'a [T],
+    /// This block's packed weights, `[tap][c][ob]`.
     pub wb: &'a [T],
+    /// The lane masks `[vector][tap]` of the image's vectors of positions.
+    pub masks: &'a [u32],
     pub c: usize,
     pub h: usize,
     pub w: usize,
@@ -29,34 +36,78 @@ pub(crate) struct Block<'a, T> {
 /// A block kernel compiled for one instruction set.
 pub(crate) type BlockFn<T> = unsafe fn(&Block<T>, &mut [T]);
 
-/// Accumulates one tile: `OB` output channels at `NT * V::LANES` consecutive
-/// output positions from flat position `p0 = r * w + q`. In the shifted copy
-/// `j`, the input of tap `(i, j)` for position `p` sits at `p + i * w`, so each
-/// tap is `NT` contiguous vector loads, each reused for `OB` channels, and
-/// each weight broadcast is reused for `NT` vectors.
+/// The lane masks `[vector][tap]` of `h x w` images for vectors of `lanes`
+/// positions: bit `l` of the mask of vector `v` and tap `(i, j)` is set when
+/// position `p = v lanes + l` lies in the image and so does its source pixel
+/// `(r + i - 1, q + j - 1)`.
+pub(crate) fn masks(h: usize, w: usize, lanes: usize) -> Vec<u32> {
+    let hw = h * w;
+    let vectors = hw.div_ceil(lanes);
+    let mut masks = vec![0u32; vectors * 9];
+    for p in 0..hw {
+        let (r, q) = (p / w, p % w);
+        for tap in 0..9 {
+            let (i, j) = (tap / 3, tap % 3);
+            let inside = (r + i).checked_sub(1).is_some_and(|sr| sr < h)
+                && (q + j).checked_sub(1).is_some_and(|sq| sq < w);
+            if inside {
+                masks[p / lanes * 9 + tap] |= 1 << (p % lanes);
+            }
+        }
+    }
+    masks
+}
+
+/// Weights `(o, c, 3, 3)` packed as `[block][tap][c][ob]`, zero beyond `o`.
+pub(crate) fn pack_weights<T: Element>(w: &[T], o: usize, c: usize, ob: usize) -> Vec<T> {
+    let blocks = o.div_ceil(ob);
+    let mut packed = vec![T::zero(); blocks * 9 * c * ob];
+    for oc in 0..o {
+        let (b, oi) = (oc / ob, oc % ob);
+        for ch in 0..c {
+            for tap in 0..9 {
+                packed[((b * 9 + tap) * c + ch) * ob + oi] = w[(oc * c + ch) * 9 + tap];
+            }
+        }
+    }
+    packed
+}
+
+/// Accumulates one tile: `OB` output channels at the `NT` vectors of
+/// positions from vector `v0`.
 ///
 /// # Safety
 /// The CPU must support `V`'s instructions.
 #[inline(always)]
-unsafe fn tile<T: Element, V: Vector<T>, const OB: usize, const NT: usize>(
+unsafe fn tile<T: Element, V: MaskedLoad<T>, const OB: usize, const NT: usize>(
     blk: &Block<T>,
-    p0: usize,
+    v0: usize,
 ) -> [[V; NT]; OB] {
-    let plane = (blk.h + 2) * blk.w;
-    let copy = blk.c * plane;
+    let (c, w, hw) = (blk.c, blk.w, blk.h * blk.w);
+    assert!(blk.x.len() >= c * hw && blk.wb.len() >= 9 * c * OB);
+    assert!(blk.masks.len() >= (v0 + NT) * 9);
+    let x = blk.x.as_ptr();
+    let p0 = (v0 * V::LANES) as isize;
     let mut acc = [[V::zero(); NT]; OB];
-    for ch in 0..blk.c {
-        let wc = &blk.wb[ch * 9 * OB..][..9 * OB];
-        for i in 0..3 {
-            for j in 0..3 {
-                let src = &blk.xs[j * copy + ch * plane + i * blk.w + p0..][..NT * V::LANES];
-                let xv: [V; NT] = std::array::from_fn(|t| V::load(src.as_ptr().add(t * V::LANES)));
-                let wt = &wc[(i * 3 + j) * OB..][..OB];
-                for (o, acc_o) in acc.iter_mut().enumerate() {
-                    let wo = V::splat(wt[o]);
-                    for (a, &x) in acc_o.iter_mut().zip(&xv) {
-                        *a = a.mul_add(wo, x);
-                    }
+    for tap in 0..9 {
+        let offset = (tap / 3) as isize * w as isize - w as isize + (tap % 3) as isize - 1;
+        let mut masks = [0u32; NT];
+        for (t, m) in masks.iter_mut().enumerate() {
+            *m = blk.masks[(v0 + t) * 9 + tap];
+        }
+        let wt = blk.wb.as_ptr().add(tap * c * OB);
+        for ch in 0..c {
+            // the set lanes of each mask lie inside this channel's plane
+            let src = x.wrapping_offset((ch * hw) as isize + p0 + offset);
+            let mut xv = [V::zero(); NT];
+            for (t, v) in xv.iter_mut().enumerate() {
+                *v = V::load_masked(src.wrapping_add(t * V::LANES), masks[t]);
+            }
+            let wc = wt.add(ch * OB);
+            for (o, acc_o) in acc.iter_mut().enumerate() {
+                let wo = V::splat(*wc.add(o));
+                for (a, &xt) in acc_o.iter_mut().zip(&xv) {
+                    *a = a.mul_add(wo, xt);
                 }
             }
         }
@@ -65,25 +116,25 @@ unsafe fn tile<T: Element, V: Vector<T>, const OB: usize, const NT: usize>(
 }
 
 /// All tiles of one block (`out` is its `(valid, h, w)` output): whole
-/// tiles of `NT` vectors, then the vectors past them one at a time (so only
-/// the image's last vector is partly padding).
+/// tiles of `NT` vectors, then the vectors past them one at a time.
 ///
 /// # Safety
 /// The CPU must support `V`'s instructions.
 #[inline(always)]
-pub(crate) unsafe fn block<T: Element, V: Vector<T>, const OB: usize, const NT: usize>(
+pub(crate) unsafe fn block<T: Element, V: MaskedLoad<T>, const OB: usize, const NT: usize>(
     blk: &Block<T>,
     out: &mut [T],
 ) {
-    let hw = blk.h * blk.w;
-    let width = NT * V::LANES;
-    // whole tiles of vectors, the image's last vector possibly partial
-    let whole = (hw.div_ceil(V::LANES) / NT * width).min(hw);
-    for p0 in (0..whole).step_by(width) {
-        store_tile(out, hw, blk.valid, p0, &tile::<T, V, OB, NT>(blk, p0));
+    let (hw, valid) = (blk.h * blk.w, blk.valid);
+    let vectors = hw.div_ceil(V::LANES);
+    let whole = vectors / NT * NT;
+    for v0 in (0..whole).step_by(NT) {
+        let acc = tile::<T, V, OB, NT>(blk, v0);
+        store_tile(out, hw, valid, v0 * V::LANES, &acc);
     }
-    for p0 in (whole..hw).step_by(V::LANES) {
-        store_tile(out, hw, blk.valid, p0, &tile::<T, V, OB, 1>(blk, p0));
+    for v0 in whole..vectors {
+        let acc = tile::<T, V, OB, 1>(blk, v0);
+        store_tile(out, hw, valid, v0 * V::LANES, &acc);
     }
 }
 
@@ -93,7 +144,7 @@ pub(crate) unsafe fn block<T: Element, V: Vector<T>, const OB: usize, const NT: 
 /// # Safety
 /// The CPU must support `V`'s instructions.
 #[inline(always)]
-pub(crate) unsafe fn store_tile<T: Element, V: Vector<T>, const OB: usize, const NT: usize>(
+unsafe fn store_tile<T: Element, V: Vector<T>, const OB: usize, const NT: usize>(
     out: &mut [T],
     hw: usize,
     valid: usize,
@@ -110,59 +161,6 @@ pub(crate) unsafe fn store_tile<T: Element, V: Vector<T>, const OB: usize, const
             } else if p < hw {
                 a.store(lanes.as_mut_ptr());
                 out_o[p..].copy_from_slice(&lanes[..hw - p]);
-            }
-        }
-    }
-}
-
-/// Weights `(o, c, 3, 3)` packed as `[block][c][tap][ob]`, zero beyond `o`.
-pub(crate) fn pack_weights<T: Element>(w: &[T], o: usize, c: usize, ob: usize) -> Vec<T> {
-    let blocks = o.div_ceil(ob);
-    let mut packed = vec![T::zero(); blocks * c * 9 * ob];
-    for oc in 0..o {
-        let (b, oi) = (oc / ob, oc % ob);
-        for ch in 0..c {
-            for tap in 0..9 {
-                packed[((b * c + ch) * 9 + tap) * ob + oi] = w[(oc * c + ch) * 9 + tap];
-            }
-        }
-    }
-    packed
-}
-
-/// The length of the shifted-copy buffer of a `(c, h, w)` image.
-pub(crate) fn shifted_len(c: usize, h: usize, w: usize) -> usize {
-    3 * c * (h + 2) * w + SLACK
-}
-
-/// Writes the three column-shifted copies of the zero-padded image
-/// `x (c, h, w)`, `xs[j, c, r, q] = x[c, r - 1, q + j - 1]`, into `xs`, a
-/// buffer of [`shifted_len`] that is zero outside those positions (the
-/// writes always cover the same positions, so a buffer can be refilled for
-/// another image).
-pub(crate) fn fill_shifted_copies<T: Element>(x: &[T], c: usize, h: usize, w: usize, xs: &mut [T]) {
-    let (plane, hw) = ((h + 2) * w, h * w);
-    if hw == 0 {
-        return;
-    }
-    for (j, copy) in xs.chunks_mut(c * plane).take(3).enumerate() {
-        for (ch, src) in x.chunks(hw).take(c).enumerate() {
-            // rows 1..=h of the copy are one run, shifted by j - 1 columns
-            // against the image; the column that falls off is zero
-            let dst = &mut copy[ch * plane + w..][..hw];
-            match j {
-                0 => {
-                    dst[1..].copy_from_slice(&src[..hw - 1]);
-                    dst.iter_mut().step_by(w).for_each(|v| *v = T::zero());
-                }
-                1 => dst.copy_from_slice(src),
-                _ => {
-                    dst[..hw - 1].copy_from_slice(&src[1..]);
-                    dst.iter_mut()
-                        .skip(w - 1)
-                        .step_by(w)
-                        .for_each(|v| *v = T::zero());
-                }
             }
         }
     }
