@@ -548,12 +548,14 @@ fn naive_weight_grad_3x3(x: &[f64], g: &[f64], [n, c, h, w]: [usize; 4], o: usiz
 
 #[test]
 fn the_3x3_weight_gradient_of_a_batch_in_many_chunks_of_images() {
-    // Batches that the direct kernel sums in several chunks of images (its
-    // accumulators carried from chunk to chunk), in f64 and f32.
+    // Batches that the direct kernels sum in several chunks of images (their
+    // accumulators carried from chunk to chunk), in f64 and f32: vectors
+    // along positions (the first three) and along output channels.
     for (xs, o) in [
         ([7, 12, 16, 16], 12),
         ([9, 3, 14, 14], 64),
         ([11, 64, 7, 7], 8),
+        ([5, 16, 32, 32], 40),
     ] {
         let (x, g) = (randn(&xs, 3), randn(&[xs[0], o, xs[2], xs[3]], 4));
         let w = randn(&[o, xs[1], 3, 3], 5);
