@@ -13,7 +13,7 @@
 //! block over one tile of `b` (`k x NT` vectors, in the L1 cache) before the
 //! next.
 
-use super::simd::Vector;
+use super::simd::{tile_widths, Vector};
 use crate::Element;
 use std::mem::MaybeUninit;
 
@@ -50,30 +50,26 @@ impl<T: Element> Packed<T> {
     }
 }
 
-/// The kernels of one instruction set: `ob` rows by `nt` vectors of
-/// `lanes` positions, and the same rows by one vector for the positions
-/// past the last whole tile.
+/// The kernel of one instruction set: tiles of `ob` rows by up to `nt`
+/// vectors of `lanes` positions.
 #[derive(Clone, Copy)]
 pub(crate) struct ProductKernel<T> {
     pub ob: usize,
     pub nt: usize,
     pub lanes: usize,
     pub tile: TileFn<T>,
-    pub vector: TileFn<T>,
 }
 
 /// Writes one tile: the output rows of block `block` at positions
-/// `p0..p0 + count` of one image (`count` at most the tile's width) from
+/// `p0..p0 + count` of one image (`count` at most `nt` vectors) from
 /// `b (k, positions)` into `out`, the block's rows `(valid, positions)`.
 pub(crate) type TileFn<T> =
     unsafe fn(&Packed<T>, usize, &[T], &mut [MaybeUninit<T>], usize, (usize, usize));
 
 /// One image's `out (rows, positions) = A b` for `b (k, positions)`, every
-/// element of `out` written: the
-/// whole tiles position tile by position tile (each tile of `b` read by
-/// every block while it is in the L1 cache), then the positions past them
-/// one vector at a time; with `parallel`, the blocks are spread over
-/// threads instead.
+/// element of `out` written: position tile by position tile (see
+/// [`tile_widths`]; each tile of `b` read by every block while it is in the
+/// L1 cache); with `parallel`, the blocks are spread over threads instead.
 pub(crate) fn image<T: Element>(
     a: &Packed<T>,
     kernel: ProductKernel<T>,
@@ -82,20 +78,15 @@ pub(crate) fn image<T: Element>(
     positions: usize,
     parallel: bool,
 ) {
-    let (rows, ob) = (a.rows, a.ob);
+    let (rows, ob, lanes) = (a.rows, a.ob, kernel.lanes);
     if rows == 0 || positions == 0 {
         return;
     }
-    let width = kernel.nt * kernel.lanes;
-    let whole = positions / width * width;
-    let pieces = (0..whole)
-        .step_by(width)
-        .map(|p0| (kernel.tile, p0, width))
-        .chain(
-            (whole..positions)
-                .step_by(kernel.lanes)
-                .map(|p0| (kernel.vector, p0, kernel.lanes.min(positions - p0))),
-        );
+    let pieces = tile_widths(positions.div_ceil(lanes), kernel.nt).scan(0, move |p0, width| {
+        let start = *p0;
+        *p0 += width * lanes;
+        Some((kernel.tile, start, (width * lanes).min(positions - start)))
+    });
     let out = &mut out[..rows * positions];
     // SAFETY: the kernels are the ones this CPU runs (`ProductKernel`'s
     // contract); every piece lies inside the image.
@@ -141,18 +132,39 @@ pub(crate) unsafe fn tile<T: Element, V: Vector<T>, const OB: usize, const NT: u
     // the vectors of the tile and the elements of the last one
     let vectors = count.div_ceil(V::LANES);
     let last = count - (vectors - 1) * V::LANES;
-    let at = (positions, p0);
-    let acc = if vectors == NT && last == V::LANES {
-        accumulate::<T, V, OB, NT, false>(a, block, b, at, (vectors, last))
+    let at = (positions, p0, valid);
+    match vectors {
+        1 => write::<T, V, OB, 1>(a, block, b, out, at, last),
+        2 => write::<T, V, OB, 2>(a, block, b, out, at, last),
+        3 => write::<T, V, OB, 3>(a, block, b, out, at, last),
+        _ => {
+            assert_eq!(vectors, NT, "tiles are at most 3 vectors or exactly NT");
+            write::<T, V, OB, NT>(a, block, b, out, at, last)
+        }
+    }
+}
+
+/// [`tile`] for exactly `W` vectors, the last of which holds `last` positions.
+#[inline(always)]
+unsafe fn write<T: Element, V: Vector<T>, const OB: usize, const W: usize>(
+    a: &Packed<T>,
+    block: usize,
+    b: &[T],
+    out: &mut [MaybeUninit<T>],
+    (positions, p0, valid): (usize, usize, usize),
+    last: usize,
+) {
+    let acc = if last == V::LANES {
+        accumulate::<T, V, OB, W, false>(a, block, b, (positions, p0), last)
     } else {
-        accumulate::<T, V, OB, NT, true>(a, block, b, at, (vectors, last))
+        accumulate::<T, V, OB, W, true>(a, block, b, (positions, p0), last)
     };
     let mut lanes = [T::zero(); 64];
     for (r, acc_r) in acc.iter().enumerate().take(valid) {
         let row = &mut out[r * positions..][..positions];
-        for (t, v) in acc_r.iter().enumerate().take(vectors) {
+        for (t, v) in acc_r.iter().enumerate() {
             let p = p0 + t * V::LANES;
-            if t + 1 < vectors || last == V::LANES {
+            if t + 1 < W || last == V::LANES {
                 v.store(row[p..][..V::LANES].as_mut_ptr().cast::<T>());
             } else {
                 v.store(lanes.as_mut_ptr());
@@ -164,35 +176,33 @@ pub(crate) unsafe fn tile<T: Element, V: Vector<T>, const OB: usize, const NT: u
     }
 }
 
-/// The accumulators of [`tile`] over `vectors` vectors of positions from
-/// `p0`, the last of which holds `last` positions; `PARTIAL` compiles the
-/// tile with fewer or shorter vectors than `NT` whole ones (those past
-/// `vectors` stay zero).
+/// The accumulators of a tile of `W` vectors of positions from `p0`; with
+/// `PARTIAL` the last of them holds `last` positions.
 #[inline(always)]
 unsafe fn accumulate<
     T: Element,
     V: Vector<T>,
     const OB: usize,
-    const NT: usize,
+    const W: usize,
     const PARTIAL: bool,
 >(
     a: &Packed<T>,
     block: usize,
     b: &[T],
     (positions, p0): (usize, usize),
-    (vectors, last): (usize, usize),
-) -> [[V; NT]; OB] {
+    last: usize,
+) -> [[V; W]; OB] {
     let weights = a.values.as_ptr().add(block * a.k * OB);
-    let mut acc = [[V::zero(); NT]; OB];
+    let mut acc = [[V::zero(); W]; OB];
     for j in 0..a.k {
         let row = b.as_ptr().add(j * positions + p0);
-        let mut xv = [V::zero(); NT];
+        let mut xv = [V::zero(); W];
         for (t, x) in xv.iter_mut().enumerate() {
-            if !PARTIAL || t + 1 < vectors {
-                *x = V::load(row.add(t * V::LANES));
-            } else if t + 1 == vectors {
-                *x = V::load_first(row.add(t * V::LANES), last);
-            }
+            *x = if PARTIAL && t + 1 == W {
+                V::load_first(row.add(t * V::LANES), last)
+            } else {
+                V::load(row.add(t * V::LANES))
+            };
         }
         let wj = weights.add(j * OB);
         for (r, acc_r) in acc.iter_mut().enumerate() {

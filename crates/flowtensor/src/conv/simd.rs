@@ -231,6 +231,22 @@ impl MaskedLoad<f64> for F64x8 {
     }
 }
 
+/// The widths, in vectors, of the register tiles that cover `vectors`
+/// consecutive vectors with tiles of at most `nt`: whole tiles of `nt`, the
+/// rest in one tile, except that a rest of one vector after whole tiles
+/// goes with the last of them into two tiles of about half (a one-vector
+/// tile loads a weight per multiply-add).
+pub(crate) fn tile_widths(vectors: usize, nt: usize) -> impl Iterator<Item = usize> + Clone {
+    let nt = nt.max(1);
+    let (whole, rest) = (vectors / nt, vectors % nt);
+    let (whole, tail) = if rest == 1 && whole >= 1 && nt >= 3 {
+        (whole - 1, [(nt + 1).div_ceil(2), (nt + 1) / 2])
+    } else {
+        (whole, [rest, 0])
+    };
+    std::iter::repeat_n(nt, whole).chain(tail.into_iter().filter(|&w| w > 0))
+}
+
 /// The instruction sets the kernels are compiled for.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
@@ -282,4 +298,25 @@ pub(crate) unsafe fn horizontal_sum<T: crate::Element, V: Vector<T>>(v: V) -> T 
     let mut lanes = [T::zero(); 64];
     v.store(lanes.as_mut_ptr());
     lanes[..V::LANES].iter().fold(T::zero(), |s, &x| s + x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tile_widths;
+
+    #[test]
+    fn tile_widths_cover_the_vectors_without_single_vector_tiles() {
+        for nt in 1..=4 {
+            for vectors in 0..40 {
+                let widths: Vec<usize> = tile_widths(vectors, nt).collect();
+                assert_eq!(widths.iter().sum::<usize>(), vectors, "{nt} {vectors}");
+                assert!(widths.iter().all(|&w| (1..=nt).contains(&w)), "{widths:?}");
+                if nt >= 3 && vectors >= 2 {
+                    assert!(!widths.contains(&1), "{nt} {vectors}: {widths:?}");
+                }
+            }
+        }
+        assert_eq!(tile_widths(13, 4).collect::<Vec<_>>(), [4, 4, 3, 2]);
+        assert_eq!(tile_widths(4, 3).collect::<Vec<_>>(), [2, 2]);
+    }
 }

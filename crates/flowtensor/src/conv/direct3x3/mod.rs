@@ -276,11 +276,10 @@ macro_rules! direct_kernels {
                     match isa() {
                         Isa::Avx512 => {
                             return ProductKernel {
-                                ob: 8,
-                                nt: 3,
+                                ob: 6,
+                                nt: 4,
                                 lanes: <$avx512 as super::simd::Vector<$t>>::LANES,
-                                tile: avx512::<8, 3>,
-                                vector: avx512::<8, 1>,
+                                tile: avx512::<6, 4>,
                             }
                         }
                         Isa::Avx2 => {
@@ -289,7 +288,6 @@ macro_rules! direct_kernels {
                                 nt: 2,
                                 lanes: <$avx2 as super::simd::Vector<$t>>::LANES,
                                 tile: avx2::<6, 2>,
-                                vector: avx2::<6, 1>,
                             }
                         }
                         Isa::Baseline => {}
@@ -310,7 +308,6 @@ macro_rules! direct_kernels {
                     nt: 1,
                     lanes: 1,
                     tile: baseline,
-                    vector: baseline,
                 }
             }
 
@@ -429,32 +426,18 @@ fn channel_vectors(o: usize, lanes: usize) -> Option<usize> {
 }
 
 /// The output-channel block size and kernel of the position-tiled kernel
-/// for `o` channels and `hw` positions: the block of 8, 6, 4 or 2 channels
-/// that pads `o` least (the larger on ties), by the tile of vectors of
-/// positions (on AVX-512; `OB x NT` at most 24 of the 32 registers, leaving
-/// room for the `NT` input vectors and a weight broadcast) that leaves the
-/// fewest vectors to single-vector tiles, the larger on ties; AVX2 (16
-/// registers) takes 1, 2, 2 or 4 vectors.
-fn position_block<T: DirectConv>(o: usize, hw: usize) -> (usize, positions::BlockFn<T>) {
+/// for `o` channels: the block of 8, 6, 4 or 2 channels that pads `o` least
+/// (the larger on ties), by tiles of up to 3, 4, 4 or 4 vectors of
+/// positions on AVX-512 (`OB x NT` at most 24 of the 32 registers, leaving
+/// room for the `NT` input vectors and a weight broadcast) and 1 or 2 on
+/// AVX2 (16 registers).
+fn position_block<T: DirectConv>(o: usize) -> (usize, positions::BlockFn<T>) {
     let best = least_padding(o, &[8, 6, 4, 2]);
-    let vectors = hw.div_ceil(vector_lanes::<T>());
-    let tile = |options: &[usize]| {
-        options
-            .iter()
-            .copied()
-            .min_by_key(|&nt| vectors % nt)
-            .unwrap_or(1)
-    };
-    let kernel = match (best, tile(&[3, 2]), tile(&[4, 3, 2]), tile(&[6, 4, 3])) {
-        (8, 3, _, _) => T::position_kernel::<8, 3, 1>(),
-        (8, _, _, _) => T::position_kernel::<8, 2, 1>(),
-        (6, _, 4, _) => T::position_kernel::<6, 4, 2>(),
-        (6, _, 3, _) => T::position_kernel::<6, 3, 2>(),
-        (6, _, _, _) => T::position_kernel::<6, 2, 2>(),
-        (4, _, _, 6) => T::position_kernel::<4, 6, 2>(),
-        (4, _, _, 4) => T::position_kernel::<4, 4, 2>(),
-        (4, _, _, _) => T::position_kernel::<4, 3, 2>(),
-        _ => T::position_kernel::<2, 8, 4>(),
+    let kernel = match best {
+        8 => T::position_kernel::<8, 3, 1>(),
+        6 => T::position_kernel::<6, 4, 2>(),
+        4 => T::position_kernel::<4, 4, 2>(),
+        _ => T::position_kernel::<2, 4, 2>(),
     };
     (best, kernel)
 }
@@ -581,7 +564,7 @@ impl<T: DirectConv> ImageConv3x3<T> {
                 xp: vec![T::zero(); channels::padded_len(c, h, wd)],
             },
             _ => {
-                let (block, kernel) = position_block::<T>(o, h * wd);
+                let (block, kernel) = position_block::<T>(o);
                 Plan::Positions {
                     kernel,
                     packed: positions::pack_weights(w, o, c, block).into(),

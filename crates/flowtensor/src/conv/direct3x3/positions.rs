@@ -15,7 +15,7 @@
 //! input channel loads `NT` vectors and broadcasts `OB` weights (packed as
 //! `[block][tap][c][OB]`), `OB x NT` multiply-adds.
 
-use crate::conv::simd::{MaskedLoad, Vector};
+use crate::conv::simd::{tile_widths, MaskedLoad, Vector};
 use crate::Element;
 
 /// Everything one output-channel block of one image needs.
@@ -115,8 +115,8 @@ unsafe fn tile<T: Element, V: MaskedLoad<T>, const OB: usize, const NT: usize>(
     acc
 }
 
-/// All tiles of one block (`out` is its `(valid, h, w)` output): whole
-/// tiles of `NT` vectors, then the vectors past them one at a time.
+/// All tiles of one block (`out` is its `(valid, h, w)` output), of up to
+/// `NT` vectors (see [`tile_widths`]).
 ///
 /// # Safety
 /// The CPU must support `V`'s instructions.
@@ -126,15 +126,19 @@ pub(crate) unsafe fn block<T: Element, V: MaskedLoad<T>, const OB: usize, const 
     out: &mut [T],
 ) {
     let (hw, valid) = (blk.h * blk.w, blk.valid);
-    let vectors = hw.div_ceil(V::LANES);
-    let whole = vectors / NT * NT;
-    for v0 in (0..whole).step_by(NT) {
-        let acc = tile::<T, V, OB, NT>(blk, v0);
-        store_tile(out, hw, valid, v0 * V::LANES, &acc);
-    }
-    for v0 in whole..vectors {
-        let acc = tile::<T, V, OB, 1>(blk, v0);
-        store_tile(out, hw, valid, v0 * V::LANES, &acc);
+    let mut v0 = 0;
+    for width in tile_widths(hw.div_ceil(V::LANES), NT) {
+        let p0 = v0 * V::LANES;
+        match width {
+            1 => store_tile(out, hw, valid, p0, &tile::<T, V, OB, 1>(blk, v0)),
+            2 => store_tile(out, hw, valid, p0, &tile::<T, V, OB, 2>(blk, v0)),
+            3 => store_tile(out, hw, valid, p0, &tile::<T, V, OB, 3>(blk, v0)),
+            _ => {
+                assert_eq!(width, NT, "tiles are at most 3 vectors or exactly NT");
+                store_tile(out, hw, valid, p0, &tile::<T, V, OB, NT>(blk, v0))
+            }
+        }
+        v0 += width;
     }
 }
 
