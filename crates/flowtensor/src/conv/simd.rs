@@ -240,7 +240,7 @@ pub(crate) fn tile_widths(vectors: usize, nt: usize) -> impl Iterator<Item = usi
     let nt = nt.max(1);
     let (whole, rest) = (vectors / nt, vectors % nt);
     let (whole, tail) = if rest == 1 && whole >= 1 && nt >= 3 {
-        (whole - 1, [(nt + 1).div_ceil(2), (nt + 1) / 2])
+        (whole - 1, [nt / 2 + 1, nt.div_ceil(2)])
     } else {
         (whole, [rest, 0])
     };

@@ -281,8 +281,10 @@ where
     }
     let rows = Rows::new(layout);
     if rows.len >= LONG_ROW && matches!(rows.stride, 0 | 1) {
-        return filled_rows(n, rows.len, |(r, chunk)| {
-            let base = rows.base(r) as usize;
+        let piece = row_piece(rows.len, n);
+        return filled_rows(n, piece, |(k, chunk)| {
+            let (r, offset) = ((k * piece) / rows.len, (k * piece) % rows.len);
+            let base = (rows.base(r) + offset as isize * rows.stride) as usize;
             if rows.stride == 1 {
                 g(chunk, &src[base..][..chunk.len()])
             } else {
@@ -304,6 +306,17 @@ where
     })
 }
 
+/// The piece length for rows of `len` elements out of `n`: the row, or, for
+/// one long row (a whole tensor broadcast from or to a scalar), a
+/// [`PIECE`], so that it is split over threads and its pieces stay in cache.
+fn row_piece(len: usize, n: usize) -> usize {
+    if len == n && len > PIECE {
+        PIECE
+    } else {
+        len
+    }
+}
+
 /// `out[i] = f(a[i], b[i])` for two layouts of the same shape.
 pub fn zip_map<T, F>(a: &[T], la: &Layout, b: &[T], lb: &Layout, f: F) -> Vec<T>
 where
@@ -321,13 +334,22 @@ where
     let (ra, rb) = (&rows[0], &rows[1]);
     let unit = |s: isize| matches!(s, 0 | 1);
     if ra.len >= LONG_ROW && unit(ra.stride) && unit(rb.stride) {
-        return filled_rows(n, ra.len, |(r, chunk)| {
-            let (ba, bb) = (ra.base(r) as usize, rb.base(r) as usize);
+        let piece = row_piece(ra.len, n);
+        return filled_rows(n, piece, |(k, chunk)| {
+            let (r, offset) = ((k * piece) / ra.len, (k * piece) % ra.len);
+            let at = |row: &Rows| (row.base(r) + offset as isize * row.stride) as usize;
+            let (ba, bb) = (at(ra), at(rb));
             let n = chunk.len();
             match (ra.stride, rb.stride) {
                 (1, 1) => write_zip(chunk, &a[ba..][..n], &b[bb..][..n], &f),
-                (1, _) => write_map(chunk, &a[ba..][..n], &|x| f(x, b[bb])),
-                (_, 1) => write_map(chunk, &b[bb..][..n], &|y| f(a[ba], y)),
+                (1, _) => {
+                    let y = b[bb];
+                    write_map(chunk, &a[ba..][..n], &|x| f(x, y))
+                }
+                (_, 1) => {
+                    let x = a[ba];
+                    write_map(chunk, &b[bb..][..n], &|y| f(x, y))
+                }
                 _ => {
                     let v = f(a[ba], b[bb]);
                     chunk.iter_mut().for_each(|o| {
