@@ -7,11 +7,15 @@
 //! convolutions (with bias) of the `glow-mnist-ref` coupling networks and
 //! split priors, batch 64 (`benches/peers/glow_net.py` is the PyTorch twin).
 //!
+//! Each timed iteration runs on the kernels' pool (`in_pool`, as a training
+//! step does), so it pays one hand-off from the bench thread rather than a
+//! wake-up of the pool per kernel.
+//!
 //! `FLOWS_BENCH_DEVICE=cuda:0` runs them on the CUDA backend (each timed
 //! iteration ends with a device synchronisation).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use flows::flowtensor::{Conv2dParams, DType, Device, Generator, Tensor};
+use flows::flowtensor::{in_pool, Conv2dParams, DType, Device, Generator, Tensor};
 use flows::{bench_sync, on_bench_device};
 use std::hint::black_box;
 
@@ -36,7 +40,7 @@ fn conv2d(crit: &mut Criterion) {
         let (x, w) = inputs(n, c, h);
         fwd.bench_function(format!("B{n}_C{c}_H{h}"), |b| {
             b.iter(|| {
-                black_box(x.conv2d(&w, None, &same).unwrap());
+                in_pool(|| black_box(x.conv2d(&w, None, &same).unwrap()));
                 bench_sync()
             })
         });
@@ -48,14 +52,16 @@ fn conv2d(crit: &mut Criterion) {
         let (x, w) = (x.as_variable(), w.as_variable());
         bwd.bench_function(format!("B{n}_C{c}_H{h}"), |b| {
             b.iter(|| {
-                let loss = x
-                    .conv2d(&w, None, &same)
-                    .unwrap()
-                    .square()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap();
-                black_box(loss.backward_grads().unwrap());
+                in_pool(|| {
+                    let loss = x
+                        .conv2d(&w, None, &same)
+                        .unwrap()
+                        .square()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap();
+                    black_box(loss.backward_grads().unwrap())
+                });
                 bench_sync()
             })
         });
@@ -97,7 +103,7 @@ fn glow_net(crit: &mut Criterion) {
     for (name, x, w, b, params) in &cases {
         fwd.bench_function(name, |bench| {
             bench.iter(|| {
-                black_box(x.conv2d(w, Some(b), params).unwrap());
+                in_pool(|| black_box(x.conv2d(w, Some(b), params).unwrap()));
                 bench_sync()
             })
         });
@@ -108,9 +114,11 @@ fn glow_net(crit: &mut Criterion) {
         let (x, w, b) = (x.as_variable(), w.as_variable(), b.as_variable());
         bwd.bench_function(name, |bench| {
             bench.iter(|| {
-                let y = x.conv2d(&w, Some(&b), params).unwrap();
-                let loss = y.square().unwrap().sum_all().unwrap();
-                black_box(loss.backward_grads().unwrap());
+                in_pool(|| {
+                    let y = x.conv2d(&w, Some(&b), params).unwrap();
+                    let loss = y.square().unwrap().sum_all().unwrap();
+                    black_box(loss.backward_grads().unwrap())
+                });
                 bench_sync()
             })
         });
