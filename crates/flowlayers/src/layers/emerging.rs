@@ -52,10 +52,11 @@ pub fn quadrant_mask(channels: usize, dtype: DType, device: Device) -> Result<Te
 /// - Inverse: `y = K2^{-1} z` by back-substitution in reverse raster order
 ///   (the rotated problem of `K1`'s kind), then `x = K1^{-1} y` in raster
 ///   order, pixel by pixel and channel by channel, in f64
-///   ([`flowtensor::Tensor::quadrant_solve`]: on the CPU, images in parallel
-///   and anti-diagonal wavefronts inside an image when the batch is smaller
-///   than the thread pool; on CUDA, one block per image sweeping the
-///   wavefronts). Not differentiable.
+///   ([`flowtensor::Tensor::quadrant_solve`]: on the CPU, vectorised over
+///   the images of a batch, or over the pixels of an anti-diagonal when the
+///   batch is too small to fill the vector lanes, reading the flipped views
+///   in place; on CUDA, one block per image sweeping the wavefronts). Not
+///   differentiable.
 ///
 /// Initialised near the identity: `W = I (centre) + 0.01 randn`.
 pub struct EmergingConv {

@@ -251,10 +251,11 @@ impl BackendStorage for CpuStorage {
         geom: SolveGeom,
     ) -> Result<Self> {
         const OP: &str = "quadrant_solve";
-        let (ry, rk) = (contiguous(OP, l)?, contiguous(OP, lk)?);
+        let rk = contiguous(OP, lk)?;
+        debug_assert_eq!(l.shape(), [geom.n, geom.c, geom.h, geom.w]);
         match (self, kernel) {
             (CpuStorage::F64(y), CpuStorage::F64(k)) => Ok(CpuStorage::F64(
-                crate::triangular::solve_geom(&y[ry], &k[rk], geom),
+                crate::triangular::solve_strided(y, l, &k[rk]),
             )),
             (y, k) => Err(Error::invalid(
                 OP,

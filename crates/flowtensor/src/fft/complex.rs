@@ -42,7 +42,9 @@ impl ComplexTensor {
 
     /// `x + 0 i`.
     pub fn from_real(x: &Tensor) -> Result<ComplexTensor> {
-        ComplexTensor::from_parts(x, &x.zeros_like()?)
+        // a broadcast zero: nothing to read
+        let zeros = Tensor::zeros(&[], x.dtype(), x.device())?.broadcast_as(x.shape())?;
+        ComplexTensor::from_parts(x, &zeros)
     }
 
     /// The underlying real tensor of shape `(..., 2)`.

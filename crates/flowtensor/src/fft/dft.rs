@@ -69,9 +69,20 @@ impl Dft {
     }
 }
 
+/// Complex elements up to which the transformed dimensions of one batch
+/// index are transformed together by one thread, in its cache.
+const LOCAL_BLOCK: usize = 1 << 15;
+
 /// The CPU transform: `scale * DFT` over the complex dimensions `dims` of
 /// contiguous interleaved complex data of complex shape `cshape` (see
 /// [`Dft`]), on rustfft.
+///
+/// When the dimensions from the first transformed one on hold at most
+/// [`LOCAL_BLOCK`] elements and there are several such blocks (a batch of
+/// images), each block is transformed along every dimension by one task
+/// while it is in cache; otherwise each dimension is one parallel pass over
+/// the whole buffer. Both run the same line transforms, so the results are
+/// the same.
 pub(crate) fn cpu_dft<T: FftElement>(
     data: &[T],
     cshape: &[usize],
@@ -79,42 +90,97 @@ pub(crate) fn cpu_dft<T: FftElement>(
     inverse: bool,
     scale: f64,
 ) -> Vec<T> {
-    let parallel = data.len() >= PAR_THRESHOLD;
-    let mut buf: Vec<Complex<T>> = if parallel {
-        data.par_chunks_exact(2)
-            .map(|c| Complex::new(c[0], c[1]))
-            .collect()
-    } else {
-        data.chunks_exact(2)
-            .map(|c| Complex::new(c[0], c[1]))
-            .collect()
-    };
+    let mut out = data.to_vec();
+    let buf = as_complex(&mut out);
     let direction = if inverse {
         FftDirection::Inverse
     } else {
         FftDirection::Forward
     };
-    for &d in dims {
-        let n = cshape[d];
-        if n > 1 && !buf.is_empty() {
+    let plans: Vec<(usize, usize, Arc<dyn Fft<T>>)> = dims
+        .iter()
+        .filter(|&&d| cshape[d] > 1)
+        .map(|&d| {
             let inner: usize = cshape[d + 1..].iter().product();
-            transform_lines(&mut buf, n, inner, &*T::plan(n, direction), parallel);
+            (cshape[d], inner, T::plan(cshape[d], direction))
+        })
+        .collect();
+    let s = <T as Element>::from_f64(scale);
+    let first = dims.iter().copied().min().unwrap_or(cshape.len());
+    let block: usize = cshape[first..].iter().product();
+    let parallel = buf.len() >= PAR_THRESHOLD / 2;
+    if block > 0 && block <= LOCAL_BLOCK && buf.len() / block >= 2 {
+        let work = |blk: &mut [Complex<T>]| {
+            for (n, inner, fft) in &plans {
+                transform_block(blk, *n, *inner, &**fft);
+            }
+            scale_by(blk, s);
+        };
+        if parallel {
+            buf.par_chunks_mut(block)
+                .with_min_len((4096 / block).max(1))
+                .for_each(work);
+        } else {
+            buf.chunks_mut(block).for_each(work);
+        }
+    } else if !buf.is_empty() {
+        for (n, inner, fft) in &plans {
+            transform_lines(buf, *n, *inner, &**fft, parallel);
+        }
+        if parallel {
+            buf.par_chunks_mut(4096).for_each(|c| scale_by(c, s));
+        } else {
+            scale_by(buf, s);
         }
     }
-    let s = <T as Element>::from_f64(scale);
-    let mut out = vec![T::zero(); 2 * buf.len()];
-    let write = |(o, c): (&mut [T], &Complex<T>)| {
-        o[0] = c.re * s;
-        o[1] = c.im * s;
-    };
-    if parallel {
-        out.par_chunks_exact_mut(2)
-            .zip(buf.par_iter())
-            .for_each(write);
-    } else {
-        out.chunks_exact_mut(2).zip(buf.iter()).for_each(write);
-    }
     out
+}
+
+/// Interleaved `(re, im)` pairs as complex numbers.
+fn as_complex<T: FftElement>(data: &mut [T]) -> &mut [Complex<T>] {
+    assert!(data.len().is_multiple_of(2));
+    // SAFETY: `Complex<T>` is `#[repr(C)] { re: T, im: T }`, two `T`s with
+    // `T`'s alignment, and the length is even
+    unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast(), data.len() / 2) }
+}
+
+/// Every element times `s` (nothing when `s` is one).
+fn scale_by<T: FftElement>(buf: &mut [Complex<T>], s: T) {
+    if s != T::one() {
+        buf.iter_mut()
+            .for_each(|c| *c = Complex::new(c.re * s, c.im * s));
+    }
+}
+
+/// Transforms, in place, every line of `n` elements along one dimension of
+/// a block (in one thread) whose dimensions after it hold `inner` elements.
+fn transform_block<T: FftElement>(
+    blk: &mut [Complex<T>],
+    n: usize,
+    inner: usize,
+    fft: &dyn Fft<T>,
+) {
+    let mut scratch = vec![Complex::<T>::default(); fft.get_inplace_scratch_len()];
+    if inner == 1 {
+        fft.process_with_scratch(blk, &mut scratch);
+        return;
+    }
+    let span = n * inner;
+    let mut lines = vec![Complex::<T>::default(); span];
+    for outer in blk.chunks_exact_mut(span) {
+        // line i holds outer[k * inner + i] for k in 0..n
+        for (i, line) in lines.chunks_exact_mut(n).enumerate() {
+            for (k, v) in line.iter_mut().enumerate() {
+                *v = outer[k * inner + i];
+            }
+        }
+        fft.process_with_scratch(&mut lines, &mut scratch);
+        for (i, line) in lines.chunks_exact(n).enumerate() {
+            for (k, v) in line.iter().enumerate() {
+                outer[k * inner + i] = *v;
+            }
+        }
+    }
 }
 
 impl CustomOp for Dft {

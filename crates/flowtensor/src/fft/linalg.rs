@@ -74,6 +74,15 @@ impl ComplexTensor {
         }
     }
 
+    /// The real embedding `[[Ar, -Ai], [Ai, Ar]]` of this tensor `A` of
+    /// complex shape `(..., C, C)`, a real tensor `(1, ..., 2C, 2C)`: `A z`
+    /// is `E [Re z; Im z]` stacked as real and imaginary halves, and
+    /// `E^{-1}` is the embedding of `A^{-1}`. Differentiable.
+    pub fn real_embedding(&self) -> Result<Tensor> {
+        self.square_size("ComplexTensor::real_embedding")?;
+        self.embedding()
+    }
+
     /// The real embedding `[[Ar, -Ai], [Ai, Ar]]` of shape `(1, ..., 2C, 2C)`.
     fn embedding(&self) -> Result<Tensor> {
         let (ar, ai) = self.planes()?;

@@ -122,16 +122,18 @@ pub fn rfft2(x: &Tensor) -> Result<ComplexTensor> {
 /// `(..., H, w / 2 + 1)`, giving a real `(..., H, w)` tensor normalized by
 /// `1 / (H w)`; the inverse of [`rfft2`] (`torch.fft.irfft2(y, s=(H, w))`).
 ///
-/// `y` is extended to the full spectrum by Hermitian symmetry,
-/// `full[h, k] = y[h, k]` for `k <= w / 2` and `conj(y[-h mod H, w - k])`
-/// otherwise, and the result is the real part of [`ifft2`] of it. As in
-/// torch, the imaginary parts of the self-conjugate bins (column 0, and
-/// column `w / 2` when `w` is even, after the transform over `H`) are
-/// ignored, so any `y` gives a real result; for the spectrum of a real
-/// signal it is that signal. Both odd and even `w` work.
+/// The full spectrum would hold `conj(y[-h mod H, w - k])` in the columns
+/// `k > w / 2`, whose contribution to the real part of the inverse is that
+/// of column `w - k` of `y` again. So the result is the real part of
+/// [`ifft2`] of `y` with its columns `0 < k < w / 2` doubled and zeros in
+/// the columns past `w / 2`. As in torch, the imaginary parts of the
+/// self-conjugate bins (column 0, and column `w / 2` when `w` is even, after
+/// the transform over `H`) are ignored, so any `y` gives a real result; for
+/// the spectrum of a real signal it is that signal. Both odd and even `w`
+/// work.
 pub fn irfft2(y: &ComplexTensor, w: usize) -> Result<Tensor> {
-    let [hd, kd] = last_two("irfft2", y)?;
-    let (h, k) = (y.shape()[hd], y.shape()[kd]);
+    let [_, kd] = last_two("irfft2", y)?;
+    let k = y.shape()[kd];
     if w == 0 || k != w / 2 + 1 {
         return Err(Error::shape(
             "irfft2",
@@ -142,22 +144,47 @@ pub fn irfft2(y: &ComplexTensor, w: usize) -> Result<Tensor> {
             ),
         ));
     }
+    let weights = Tensor::from_vec(half_spectrum_weights(w), &[k, 1], crate::Device::Cpu)?
+        .to_dtype(y.dtype())?
+        .to_device(y.device())?;
+    irfft2_weighted(&ComplexTensor::new(y.as_tensor().mul(&weights)?)?, w)
+}
+
+/// The weight of each column `k <= w / 2` of a half spectrum in the real
+/// inverse DFT: 1 for the self-conjugate columns (0, and `w / 2` when `w`
+/// is even), 2 for the others, which stand for their mirror `w - k` too.
+pub fn half_spectrum_weights(w: usize) -> Vec<f64> {
+    let self_conjugate = |col: usize| col == 0 || (w.is_multiple_of(2) && col == w / 2);
+    (0..w / 2 + 1)
+        .map(|col| if self_conjugate(col) { 1.0 } else { 2.0 })
+        .collect()
+}
+
+/// [`irfft2`] of a half spectrum whose columns are already multiplied by
+/// [`half_spectrum_weights`] (so that a caller can fold the weights into a
+/// smaller factor of it): the real part of [`ifft2`] of `y` with zeros in
+/// the columns past `w / 2`.
+pub fn irfft2_weighted(y: &ComplexTensor, w: usize) -> Result<Tensor> {
+    let [_, kd] = last_two("irfft2_weighted", y)?;
+    let k = y.shape()[kd];
+    if w == 0 || k != w / 2 + 1 {
+        return Err(Error::shape(
+            "irfft2_weighted",
+            &[y.shape()],
+            format!(
+                "an output width of {w} needs {} columns in the last dimension",
+                w / 2 + 1
+            ),
+        ));
+    }
     let t = y.as_tensor();
-    let mirrored = w - k;
-    let full = if mirrored == 0 {
-        y.clone()
+    let full = if w > k {
+        let mut rest = t.shape().to_vec();
+        rest[kd] = w - k;
+        let zeros = Tensor::zeros(&[], t.dtype(), t.device())?.broadcast_as(&rest)?;
+        Tensor::cat(&[t, &zeros], kd)?
     } else {
-        // columns w - k for k = k..w: y's columns mirrored..=1, in reverse order
-        let cols = t.narrow(kd, 1, mirrored)?.flip(&[kd])?;
-        // rows -h mod H: row 0, then rows H-1, ..., 1
-        let rows = if h > 1 {
-            let rest = cols.narrow(hd, 1, h - 1)?.flip(&[hd])?;
-            Tensor::cat(&[&cols.narrow(hd, 0, 1)?, &rest], hd)?
-        } else {
-            cols
-        };
-        let tail = ComplexTensor::new(rows)?.conj()?;
-        ComplexTensor::new(Tensor::cat(&[t, tail.as_tensor()], kd)?)?
+        t.clone()
     };
-    ifft2(&full)?.re()
+    ifft2(&ComplexTensor::new(full)?)?.re()
 }

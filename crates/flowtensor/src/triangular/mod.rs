@@ -8,9 +8,12 @@
 //! differentiable); [`solve_quadrant`] and [`solve_quadrant_reference`] are
 //! the CPU kernels on slices.
 
+mod diagonals;
+mod images;
+mod kernel;
+
 use crate::backend::SolveGeom;
-use crate::{DType, Error, Result, Tensor};
-use rayon::prelude::*;
+use crate::{DType, Error, Layout, Result, Tensor};
 
 impl Tensor {
     /// `x` with `conv2d(x, kernel, same 3x3) = self` for `self (N, C, H, W)`
@@ -40,7 +43,7 @@ impl Tensor {
             ));
         }
         crate::storage::same_device(OP, self.device(), kernel.device())?;
-        let (y, k) = (self.detach().contiguous()?, kernel.detach().contiguous()?);
+        let (y, k) = (self.detach(), kernel.detach().contiguous()?);
         let geom = SolveGeom {
             n: ys[0],
             c: ys[1],
@@ -88,128 +91,135 @@ pub fn solve_quadrant_reference(
     x
 }
 
-/// The per-pixel operators of an upper-left-quadrant kernel, channels last:
-/// the three neighbour taps `(-1, -1), (-1, 0), (0, -1)` as `C x C` blocks
-/// and the lower-triangular centre.
-struct QuadrantKernel {
-    c: usize,
-    /// `[tap][o][i]`.
-    taps: Vec<f64>,
-    /// `[o][i]`, lower triangular.
-    centre: Vec<f64>,
-}
-
-impl QuadrantKernel {
-    fn new(kernel: &[f64], c: usize) -> Self {
-        let mut taps = vec![0.0; 3 * c * c];
-        let mut centre = vec![0.0; c * c];
-        for o in 0..c {
-            for i in 0..c {
-                let k = |a: usize, b: usize| kernel[((o * c + i) * 3 + a) * 3 + b];
-                for (t, (a, b)) in [(0, 0), (0, 1), (1, 0)].into_iter().enumerate() {
-                    taps[(t * c + o) * c + i] = k(a, b);
-                }
-                if i <= o {
-                    centre[o * c + i] = k(1, 1);
-                }
-            }
-        }
-        QuadrantKernel { c, taps, centre }
-    }
-
-    /// `x` at pixel `(i, j)` from `y` there and the solved neighbours in
-    /// `x` (channels last, `w` pixels per row), into `out`.
-    fn pixel(&self, y: &[f64], x: &[f64], (i, j, w): (usize, usize, usize), out: &mut [f64]) {
-        let c = self.c;
-        out.copy_from_slice(y);
-        let neighbours = [
-            (i.checked_sub(1), j.checked_sub(1)),
-            (i.checked_sub(1), Some(j)),
-            (Some(i), j.checked_sub(1)),
-        ];
-        for (t, pos) in neighbours.into_iter().enumerate() {
-            let (Some(si), Some(sj)) = pos else { continue };
-            let xn = &x[(si * w + sj) * c..][..c];
-            for (o, r) in out.iter_mut().enumerate() {
-                let row = &self.taps[(t * c + o) * c..][..c];
-                *r -= row.iter().zip(xn).map(|(k, v)| k * v).sum::<f64>();
-            }
-        }
-        for o in 0..c {
-            let row = &self.centre[o * c..][..c];
-            let known: f64 = row[..o].iter().zip(&out[..o]).map(|(k, v)| k * v).sum();
-            out[o] = (out[o] - known) / row[o];
-        }
-    }
-
-    /// Solves one `(c, h, w)` image: channels last, pixel by pixel in
-    /// raster order, or along anti-diagonals `i + j = d` (whose pixels
-    /// depend only on earlier diagonals) with each diagonal's pixels in
-    /// parallel when `wavefronts`.
-    fn solve(&self, y: &[f64], (h, w): (usize, usize), wavefronts: bool) -> Vec<f64> {
-        let c = self.c;
-        let mut yl = vec![0.0; y.len()];
-        for (ch, plane) in y.chunks(h * w).enumerate() {
-            for (p, &v) in plane.iter().enumerate() {
-                yl[p * c + ch] = v;
-            }
-        }
-        let mut xl = vec![0.0; y.len()];
-        if wavefronts {
-            for d in 0..h + w - 1 {
-                let rows = d.saturating_sub(w - 1)..d.min(h - 1) + 1;
-                let solved: Vec<(usize, Vec<f64>)> = rows
-                    .into_par_iter()
-                    .map(|i| {
-                        let (j, mut out) = (d - i, vec![0.0; c]);
-                        self.pixel(&yl[(i * w + j) * c..][..c], &xl, (i, j, w), &mut out);
-                        (i * w + j, out)
-                    })
-                    .collect();
-                for (p, v) in solved {
-                    xl[p * c..][..c].copy_from_slice(&v);
-                }
-            }
-        } else {
-            let mut out = vec![0.0; c];
-            for p in 0..h * w {
-                self.pixel(&yl[p * c..][..c], &xl, (p / w, p % w, w), &mut out);
-                xl[p * c..][..c].copy_from_slice(&out);
-            }
-        }
-        let mut x = vec![0.0; y.len()];
-        for (ch, plane) in x.chunks_mut(h * w).enumerate() {
-            for (p, v) in plane.iter_mut().enumerate() {
-                *v = xl[p * c + ch];
-            }
-        }
-        x
-    }
-}
-
 /// Solves `y = conv(x, K)` for every image of `y (n, c, h, w)` (f64,
-/// contiguous) with an upper-left-quadrant kernel: images in parallel, and
-/// each image along anti-diagonal wavefronts when there are fewer images
-/// than threads.
+/// contiguous) with an upper-left-quadrant kernel, vectorised over images
+/// or, for small batches, over the pixels of an anti-diagonal.
 pub fn solve_quadrant(
     y: &[f64],
     kernel: &[f64],
     (n, c, h, w): (usize, usize, usize, usize),
 ) -> Vec<f64> {
-    let op = QuadrantKernel::new(kernel, c);
-    let img = c * h * w;
-    if img == 0 {
-        return vec![0.0; y.len()];
-    }
-    let wavefronts = n < rayon::current_num_threads();
-    let solved: Vec<Vec<f64>> = y
-        .par_chunks(img)
-        .map(|yi| op.solve(yi, (h, w), wavefronts))
-        .collect();
-    solved.concat()
+    solve_strided(y, &Layout::contiguous(&[n, c, h, w]), kernel)
 }
 
-/// [`solve_quadrant`] on a geometry.
-pub(crate) fn solve_geom(y: &[f64], kernel: &[f64], g: SolveGeom) -> Vec<f64> {
-    solve_quadrant(y, kernel, (g.n, g.c, g.h, g.w))
+/// [`solve_quadrant`] of a strided `y` (its `layout` of shape `(n, c, h,
+/// w)`) and a contiguous kernel: with one image per vector lane
+/// ([`images`]) or one pixel of an anti-diagonal per lane ([`diagonals`]),
+/// whichever sweeps fewer vectors per thread.
+pub(crate) fn solve_strided(y: &[f64], layout: &Layout, kernel: &[f64]) -> Vec<f64> {
+    let s = layout.shape();
+    let (n, c, size) = (s[0], s[1], (s[2], s[3]));
+    if n * c * s[2] * s[3] == 0 {
+        return Vec::new();
+    }
+    let k = kernel::Prepared::new(kernel, c);
+    let (lanes, kernel_fn) = kernel::pixel_kernel(k.ob());
+    let threads = rayon::current_num_threads();
+    let by_images = images::cost(n, size, lanes, threads);
+    if diagonals::cost(n, size, lanes, threads) < by_images {
+        diagonals::solve(y, layout, &k, (lanes, kernel_fn))
+    } else {
+        images::solve(y, layout, &k, (lanes, kernel_fn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{diagonals, images, kernel, solve_quadrant, solve_quadrant_reference};
+    use crate::{DType, Device, Generator, Layout, Tensor};
+
+    /// A random upper-left-quadrant kernel (other taps zero) with a centre
+    /// diagonal away from zero.
+    fn quadrant_kernel(c: usize, gen: &mut Generator) -> Vec<f64> {
+        let mut k = gen
+            .randn(&[c, c, 3, 3], DType::F64, Device::Cpu)
+            .unwrap()
+            .mul_scalar(0.3)
+            .unwrap()
+            .to_vec_f64()
+            .unwrap();
+        for o in 0..c {
+            for i in 0..c {
+                for (a, b) in (0..3).flat_map(|a| (0..3).map(move |b| (a, b))) {
+                    let outside = a == 2 || b == 2 || (a, b) == (1, 1) && i > o;
+                    if outside {
+                        k[((o * c + i) * 3 + a) * 3 + b] = 0.0;
+                    }
+                }
+            }
+            k[((o * c + o) * 3 + 1) * 3 + 1] += 1.5;
+        }
+        k
+    }
+
+    #[test]
+    fn both_vector_solvers_match_plain_substitution() {
+        let mut gen = Generator::new(7);
+        // batches around the lane counts (1, 4, 8), channels around the
+        // register blocks, non-square images and one with a single row
+        for (n, c, h, w) in [
+            (1, 1, 3, 4),
+            (3, 2, 5, 3),
+            (9, 3, 4, 4),
+            (8, 5, 2, 6),
+            (17, 12, 6, 5),
+            (5, 13, 1, 7),
+            (2, 48, 5, 5),
+            (1, 12, 20, 9),
+            (2, 3, 7, 30),
+        ] {
+            let k = quadrant_kernel(c, &mut gen);
+            let y = gen
+                .randn(&[n, c, h, w], DType::F64, Device::Cpu)
+                .unwrap()
+                .to_vec_f64()
+                .unwrap();
+            let layout = Layout::contiguous(&[n, c, h, w]);
+            let prepared = kernel::Prepared::new(&k, c);
+            let vector = kernel::pixel_kernel(prepared.ob());
+            let solvers = [
+                ("chosen", solve_quadrant(&y, &k, (n, c, h, w))),
+                ("images", images::solve(&y, &layout, &prepared, vector)),
+                (
+                    "diagonals",
+                    diagonals::solve(&y, &layout, &prepared, vector),
+                ),
+            ];
+            let img = c * h * w;
+            for (b, yi) in y.chunks(img).enumerate() {
+                let reference = solve_quadrant_reference(yi, &k, (c, h, w));
+                for (name, x) in &solvers {
+                    for (p, (a, r)) in x[b * img..][..img].iter().zip(&reference).enumerate() {
+                        assert!(
+                            (a - r).abs() <= 1e-11 * (1.0 + r.abs()),
+                            "{name} {n}x{c}x{h}x{w}: image {b}, element {p}: {a} vs {r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_op_solves_strided_right_hand_sides() {
+        let mut gen = Generator::new(8);
+        let (n, c, h, w) = (6, 4, 5, 7);
+        let k = Tensor::from_vec(quadrant_kernel(c, &mut gen), &[c, c, 3, 3], Device::Cpu).unwrap();
+        let y = gen.randn(&[n, c, h, w], DType::F64, Device::Cpu).unwrap();
+        let flipped = y.flip(&[1, 2, 3]).unwrap();
+        let copied = flipped.contiguous().unwrap();
+        let a = flipped.quadrant_solve(&k).unwrap().to_vec_f64().unwrap();
+        let b = copied.quadrant_solve(&k).unwrap().to_vec_f64().unwrap();
+        assert_eq!(a, b);
+        // and the solution convolves back to the right-hand side
+        let x = Tensor::from_vec(a, &[n, c, h, w], Device::Cpu).unwrap();
+        let back = x
+            .conv2d(&k, None, &crate::Conv2dParams::same(3))
+            .unwrap()
+            .to_vec_f64()
+            .unwrap();
+        for (u, v) in back.iter().zip(copied.to_vec_f64().unwrap()) {
+            assert!((u - v).abs() < 1e-10, "{u} vs {v}");
+        }
+    }
 }
