@@ -199,15 +199,26 @@ pub(crate) unsafe fn output<T: Element, V: Vector<T>>(
         }
         let (r, q) = (2 * (t / g.tw), 2 * (t % g.tw));
         let (right, below) = (q + 1 < w, r + 1 < h);
-        for (k, plane) in dst.chunks_mut(h * w).take(g.o).enumerate() {
-            plane[r * w + q] = y[k];
-            if right {
-                plane[r * w + q + 1] = y[op + k];
+        let (yp, dp) = (y.as_ptr(), dst.as_mut_ptr().add(r * w + q));
+        // the 2x2 block of each channel's plane (pixels past the image's
+        // last row or column dropped); in bounds: `(k, r, q) < (o, h, w)`
+        if right && below {
+            for k in 0..g.o {
+                let at = dp.add(k * h * w);
+                *at = *yp.add(k);
+                *at.add(1) = *yp.add(op + k);
+                *at.add(w) = *yp.add(2 * op + k);
+                *at.add(w + 1) = *yp.add(3 * op + k);
             }
-            if below {
-                plane[(r + 1) * w + q] = y[2 * op + k];
+        } else {
+            for k in 0..g.o {
+                let at = dp.add(k * h * w);
+                *at = *yp.add(k);
                 if right {
-                    plane[(r + 1) * w + q + 1] = y[3 * op + k];
+                    *at.add(1) = *yp.add(op + k);
+                }
+                if below {
+                    *at.add(w) = *yp.add(2 * op + k);
                 }
             }
         }
@@ -301,11 +312,15 @@ impl<T: Element> Winograd<T> {
     pub(crate) fn apply(&mut self, src: &[T], dst: &mut [T], parallel: bool) {
         let g = self.tiling;
         let (cp, wp) = (g.cp, g.wp());
+        assert!(src.len() >= g.c * g.h * g.w && self.xq.len() >= (g.h + 2) * wp * cp);
+        let xq = self.xq.as_mut_ptr();
         for (ch, plane) in src.chunks(g.h * g.w).take(g.c).enumerate() {
             for (r, row) in plane.chunks(g.w).enumerate() {
                 let base = ((r + 1) * wp + 1) * cp + ch;
                 for (q, &x) in row.iter().enumerate() {
-                    self.xq[base + q * cp] = x;
+                    // SAFETY: `base + q cp < (h + 2) wp cp` for `q < w`,
+                    // `ch < c <= cp` (asserted above)
+                    unsafe { *xq.add(base + q * cp) = x };
                 }
             }
         }
