@@ -132,18 +132,7 @@ pub fn rfft2(x: &Tensor) -> Result<ComplexTensor> {
 /// the spectrum of a real signal it is that signal. Both odd and even `w`
 /// work.
 pub fn irfft2(y: &ComplexTensor, w: usize) -> Result<Tensor> {
-    let [_, kd] = last_two("irfft2", y)?;
-    let k = y.shape()[kd];
-    if w == 0 || k != w / 2 + 1 {
-        return Err(Error::shape(
-            "irfft2",
-            &[y.shape()],
-            format!(
-                "an output width of {w} needs {} columns in the last dimension",
-                w / 2 + 1
-            ),
-        ));
-    }
+    let (_, k) = half_spectrum("irfft2", y, w)?;
     let weights = Tensor::from_vec(half_spectrum_weights(w), &[k, 1], crate::Device::Cpu)?
         .to_dtype(y.dtype())?
         .to_device(y.device())?;
@@ -165,18 +154,7 @@ pub fn half_spectrum_weights(w: usize) -> Vec<f64> {
 /// smaller factor of it): the real part of [`ifft2`] of `y` with zeros in
 /// the columns past `w / 2`.
 pub fn irfft2_weighted(y: &ComplexTensor, w: usize) -> Result<Tensor> {
-    let [_, kd] = last_two("irfft2_weighted", y)?;
-    let k = y.shape()[kd];
-    if w == 0 || k != w / 2 + 1 {
-        return Err(Error::shape(
-            "irfft2_weighted",
-            &[y.shape()],
-            format!(
-                "an output width of {w} needs {} columns in the last dimension",
-                w / 2 + 1
-            ),
-        ));
-    }
+    let (kd, k) = half_spectrum("irfft2_weighted", y, w)?;
     let t = y.as_tensor();
     let full = if w > k {
         let mut rest = t.shape().to_vec();
@@ -187,4 +165,22 @@ pub fn irfft2_weighted(y: &ComplexTensor, w: usize) -> Result<Tensor> {
         t.clone()
     };
     ifft2(&ComplexTensor::new(full)?)?.re()
+}
+
+/// The last complex dimension of a half spectrum for an output width `w`
+/// and its `w / 2 + 1` columns, or an error naming `op`.
+fn half_spectrum(op: &'static str, y: &ComplexTensor, w: usize) -> Result<(usize, usize)> {
+    let [_, kd] = last_two(op, y)?;
+    let k = y.shape()[kd];
+    if w == 0 || k != w / 2 + 1 {
+        return Err(Error::shape(
+            op,
+            &[y.shape()],
+            format!(
+                "an output width of {w} needs {} columns in the last dimension",
+                w / 2 + 1
+            ),
+        ));
+    }
+    Ok((kd, k))
 }
