@@ -108,11 +108,11 @@ pub(crate) fn cpu_dft<T: FftElement>(
     let s = <T as Element>::from_f64(scale);
     let first = dims.iter().copied().min().unwrap_or(cshape.len());
     let block: usize = cshape[first..].iter().product();
-    let parallel = buf.len() >= PAR_THRESHOLD / 2;
+    let parallel = data.len() >= PAR_THRESHOLD;
     if block > 0 && block <= LOCAL_BLOCK && buf.len() / block >= 2 {
         let work = |blk: &mut [Complex<T>]| {
             for (n, inner, fft) in &plans {
-                transform_block(blk, *n, *inner, &**fft);
+                transform_lines(blk, *n, *inner, &**fft, false);
             }
             scale_by(blk, s);
         };
@@ -149,37 +149,6 @@ fn scale_by<T: FftElement>(buf: &mut [Complex<T>], s: T) {
     if s != T::one() {
         buf.iter_mut()
             .for_each(|c| *c = Complex::new(c.re * s, c.im * s));
-    }
-}
-
-/// Transforms, in place, every line of `n` elements along one dimension of
-/// a block (in one thread) whose dimensions after it hold `inner` elements.
-fn transform_block<T: FftElement>(
-    blk: &mut [Complex<T>],
-    n: usize,
-    inner: usize,
-    fft: &dyn Fft<T>,
-) {
-    let mut scratch = vec![Complex::<T>::default(); fft.get_inplace_scratch_len()];
-    if inner == 1 {
-        fft.process_with_scratch(blk, &mut scratch);
-        return;
-    }
-    let span = n * inner;
-    let mut lines = vec![Complex::<T>::default(); span];
-    for outer in blk.chunks_exact_mut(span) {
-        // line i holds outer[k * inner + i] for k in 0..n
-        for (i, line) in lines.chunks_exact_mut(n).enumerate() {
-            for (k, v) in line.iter_mut().enumerate() {
-                *v = outer[k * inner + i];
-            }
-        }
-        fft.process_with_scratch(&mut lines, &mut scratch);
-        for (i, line) in lines.chunks_exact(n).enumerate() {
-            for (k, v) in line.iter().enumerate() {
-                outer[k * inner + i] = *v;
-            }
-        }
     }
 }
 

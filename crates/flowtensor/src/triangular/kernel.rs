@@ -21,7 +21,7 @@ pub(super) struct Prepared {
     /// Channels padded to a multiple of `ob`.
     pub(super) cp: usize,
     /// Channels solved together in registers.
-    ob: usize,
+    pub(super) ob: usize,
     /// Minus the taps at `(-1, -1), (-1, 0), (0, -1)`, `[tap][i][o]`,
     /// `cp x cp` each.
     taps: Vec<f64>,
@@ -46,11 +46,6 @@ fn block_rows(c: usize) -> usize {
 }
 
 impl Prepared {
-    /// The channels solved together in registers.
-    pub(super) fn ob(&self) -> usize {
-        self.ob
-    }
-
     pub(super) fn new(kernel: &[f64], c: usize) -> Self {
         let ob = block_rows(c);
         let cp = c.div_ceil(ob) * ob;

@@ -113,7 +113,7 @@ pub(crate) fn solve_strided(y: &[f64], layout: &Layout, kernel: &[f64]) -> Vec<f
         return Vec::new();
     }
     let k = kernel::Prepared::new(kernel, c);
-    let (lanes, kernel_fn) = kernel::pixel_kernel(k.ob());
+    let (lanes, kernel_fn) = kernel::pixel_kernel(k.ob);
     let threads = rayon::current_num_threads();
     let by_images = images::cost(n, size, lanes, threads);
     if diagonals::cost(n, size, lanes, threads) < by_images {
@@ -176,7 +176,7 @@ mod tests {
                 .unwrap();
             let layout = Layout::contiguous(&[n, c, h, w]);
             let prepared = kernel::Prepared::new(&k, c);
-            let vector = kernel::pixel_kernel(prepared.ob());
+            let vector = kernel::pixel_kernel(prepared.ob);
             let solvers = [
                 ("chosen", solve_quadrant(&y, &k, (n, c, h, w))),
                 ("images", images::solve(&y, &layout, &prepared, vector)),
