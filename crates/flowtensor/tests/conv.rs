@@ -148,6 +148,12 @@ fn conv_cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
         ([1, 8, 4, 5], [8, 8, 3, 3], Conv2dParams::same(3)),
         ([1, 16, 3, 9], [24, 16, 3, 3], Conv2dParams::same(3)),
         ([1, 17, 3, 10], [40, 17, 3, 3], Conv2dParams::same(3)),
+        // 7x7 images, with vectors of 8 f64 or 16 f32 positions: the
+        // positions past each image's whole vectors gathered from groups of
+        // images (of 2, the last of 1) for one product, 3x3 and 1x1
+        ([9, 4, 7, 7], [64, 4, 3, 3], Conv2dParams::same(3)),
+        ([9, 12, 7, 7], [16, 12, 1, 1], Conv2dParams::default()),
+        ([9, 3, 2, 3], [16, 3, 3, 3], Conv2dParams::same(3)), // images smaller than a vector
         ([2, 3, 5, 4], [6, 3, 1, 1], Conv2dParams::default()), // pointwise, masked tail
         ([2, 7, 4, 6], [9, 7, 1, 1], Conv2dParams::default()), // pointwise, whole vectors, edge tiles
         (
@@ -470,6 +476,8 @@ fn f32_kernels_agree_with_f64() {
         ([3, 2, 2, 3], [5, 2, 3, 3], Conv2dParams::same(3)),   // one partial vector
         ([3, 64, 14, 14], [64, 64, 1, 1], Conv2dParams::default()),
         ([2, 9, 7, 7], [5, 9, 1, 1], Conv2dParams::default()),
+        ([9, 4, 7, 7], [64, 4, 3, 3], Conv2dParams::same(3)), // ragged tails, 3x3
+        ([9, 64, 7, 7], [64, 64, 1, 1], Conv2dParams::default()), // and 1x1
         ([2, 7, 4, 8], [13, 7, 1, 1], Conv2dParams::default()),
         (
             [3, 5, 6, 9],

@@ -3,6 +3,7 @@
 
 use crate::config::{CouplingType, Mixing, ModelType, TrainConfig, PRESETS};
 use crate::data::download;
+use crate::distributed::{threads_per_rank, Backend, DataParallel};
 use crate::error::{Result, TrainError};
 use crate::report::write_grid;
 use crate::sampling::{load_run_on, sample_images};
@@ -144,6 +145,15 @@ pub struct TrainArgs {
     pub checkpoint_every: Option<u64>,
     #[arg(long)]
     pub samples: Option<usize>,
+    /// Data-parallel training over the processes that `mpirun -n P`
+    /// starts: none, mpi, or nccl (CUDA, one rank per GPU). --batch-size is
+    /// the global batch; each rank takes batch-size / P of its images.
+    #[arg(long, value_enum, default_value_t = Backend::None)]
+    pub distributed: Backend,
+    /// With --distributed: steps between the checks that every rank holds
+    /// the same parameters (a mismatch stops the run).
+    #[arg(long, default_value_t = crate::distributed::CHECK_EVERY)]
+    pub check_every: u64,
 }
 
 impl TrainArgs {
@@ -589,6 +599,11 @@ pub fn sweep_runs(args: &SweepArgs) -> Result<Vec<crate::sweep::SweepRun>> {
 
 /// Runs `sweep`.
 pub fn sweep(args: &SweepArgs) -> Result<()> {
+    if args.train.distributed != Backend::None {
+        return Err(TrainError::Config(
+            "--distributed: a sweep runs its settings one after another in one process; start each run with `mpirun -n P ... train --distributed ...` instead".into(),
+        ));
+    }
     args.train.memory.apply();
     let runs = sweep_runs(args)?;
     let out = args
@@ -730,11 +745,56 @@ pub fn train_toy(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `train`.
+/// Joins the `--distributed` group (before the kernels' threads start) and
+/// gives each rank its share of the machine's cores, unless
+/// `RAYON_NUM_THREADS` sets them.
+fn join_group(args: &TrainArgs) -> Result<DataParallel> {
+    let device = args
+        .device
+        .as_deref()
+        .map(str::parse::<Device>)
+        .transpose()
+        .map_err(TrainError::Config)?;
+    let group = args.distributed.connect(device)?;
+    if group.world_size() > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = threads_per_rank(group.local_size());
+        // fails only when the pool already runs (then it keeps its threads)
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global();
+    }
+    Ok(DataParallel::new(group).with_check_every(args.check_every))
+}
+
+/// Runs `train`. In a data-parallel run, an error on any rank ends the
+/// whole job with a message naming the rank.
 pub fn train(args: &TrainArgs) -> Result<()> {
     if args.preset == TOY_PRESET {
+        if args.distributed != Backend::None {
+            return Err(TrainError::Config(
+                "--distributed: the toy runs train in one process".into(),
+            ));
+        }
         return train_toy(args);
     }
+    let parallel = join_group(args)?;
+    let result = train_images(args, &parallel);
+    if let Err(e) = &result {
+        if parallel.world_size() > 1 {
+            eprintln!(
+                "rank {} of {} ({}): error: {e}; ending the job",
+                parallel.rank(),
+                parallel.world_size(),
+                parallel.group().name()
+            );
+            parallel.group().abort(1);
+        }
+    }
+    result
+}
+
+/// Runs `train` for the image presets as one rank of `parallel`.
+fn train_images(args: &TrainArgs, parallel: &DataParallel) -> Result<()> {
     args.memory.apply();
     if args.dry_run {
         let config = if args.resume {
@@ -756,18 +816,27 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         };
         return print_dry_run(&config);
     }
-    let mut trainer = if args.resume {
-        let device = args
+    // the rank's device, where the backend chose it (NCCL: its GPU)
+    let device = match parallel.device() {
+        Some(device) => Some(device),
+        None => args
             .device
             .as_deref()
             .map(str::parse::<Device>)
             .transpose()
-            .map_err(TrainError::Config)?;
-        Trainer::resume_on(&args.out_dir(), args.steps, device)?
-    } else {
-        Trainer::new(args.resolve()?, &args.out_dir())?
+            .map_err(TrainError::Config)?,
     };
-    trainer.progress = !args.quiet;
+    let mut trainer = if args.resume {
+        Trainer::resume_in(&args.out_dir(), args.steps, device, parallel.clone())?
+    } else {
+        let mut config = args.resolve()?;
+        if let Some(device) = device {
+            config.device = device;
+        }
+        Trainer::new_in(config, &args.out_dir(), parallel.clone())?
+    };
+    let writer = parallel.is_writer();
+    trainer.progress = !args.quiet && writer;
     let device = match trainer.config.device {
         Device::Cpu => format!("the CPU, {} thread(s)", rayon::current_num_threads()),
         Device::Cuda(n) => format!(
@@ -775,13 +844,26 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             flowtensor::cuda::probe(n).unwrap_or_else(|e| e.to_string())
         ),
     };
-    eprintln!(
-        "training {} steps ({} done) in {} on {device}",
-        trainer.total_steps(),
-        trainer.step(),
-        args.out_dir().display(),
-    );
+    let ranks = match parallel.world_size() {
+        1 => String::new(),
+        p => format!(
+            " x {p} ranks ({}, {} images each)",
+            parallel.group().name(),
+            trainer.config.batch_size / p
+        ),
+    };
+    if writer {
+        eprintln!(
+            "training {} steps ({} done) in {} on {device}{ranks}",
+            trainer.total_steps(),
+            trainer.step(),
+            args.out_dir().display(),
+        );
+    }
     let report = trainer.run()?;
+    if !writer {
+        return Ok(());
+    }
     let summary = &report.summary;
     println!(
         "test bpd {:.4}{} after {} steps; {:.1} s training, {:.4} s/step",
@@ -794,6 +876,14 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         summary.train_seconds,
         summary.sec_per_step
     );
+    if summary.ranks > 1 {
+        println!(
+            "{} ranks: {:.4} s/step averaging gradients ({:.1}% of the step)",
+            summary.ranks,
+            summary.all_reduce_seconds / summary.steps.max(1) as f64,
+            100.0 * summary.all_reduce_seconds / summary.train_seconds.max(f64::MIN_POSITIVE)
+        );
+    }
     let files: Vec<String> = report
         .files
         .iter()

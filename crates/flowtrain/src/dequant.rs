@@ -74,8 +74,14 @@ impl VariationalDequantizer {
 
     /// `(u, log q(u | x))` for integer-valued `x (N, C, H, W)`, one draw per image.
     pub fn sample(&self, x: &Tensor, gen: &mut Generator) -> Result<(Tensor, Tensor)> {
-        let eps = gen.randn(x.shape(), x.dtype(), x.device())?;
+        let eps = self.noise(x.shape(), x, gen)?;
         self.transform(x, &eps)
+    }
+
+    /// The standard normal draw behind [`VariationalDequantizer::sample`],
+    /// of `shape` with `like`'s dtype and device.
+    pub fn noise(&self, shape: &[usize], like: &Tensor, gen: &mut Generator) -> Result<Tensor> {
+        gen.randn(shape, like.dtype(), like.device())
     }
 
     /// `(u, log q(u | x))` for the noise `eps` (same shape as `x`): the map
@@ -131,7 +137,7 @@ impl VariationalDequantizer {
     }
 }
 
-/// `u ~ U(0, 1)` of `x`'s shape (log-density 0).
-pub fn uniform_noise(x: &Tensor, gen: &mut Generator) -> Result<Tensor> {
-    gen.uniform(x.shape(), 0.0, 1.0, x.dtype(), x.device())
+/// `u ~ U(0, 1)` of `shape`, with `like`'s dtype and device (log-density 0).
+pub fn uniform_noise(shape: &[usize], like: &Tensor, gen: &mut Generator) -> Result<Tensor> {
+    gen.uniform(shape, 0.0, 1.0, like.dtype(), like.device())
 }

@@ -33,6 +33,9 @@ pub enum TrainError {
         loss: f64,
         checkpoint: Option<PathBuf>,
     },
+    /// A collective operation of a data-parallel run failed, or its ranks disagree.
+    #[error("distributed: {0}")]
+    Distributed(String),
     /// A download that failed or did not match its checksum.
     #[error("download {url}: {detail}")]
     Download { url: String, detail: String },

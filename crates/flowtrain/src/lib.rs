@@ -6,6 +6,7 @@
 //!   images, built from a [`config::TrainConfig`], with its bounds in bits/dim;
 //! - [`optim`]: Adam, Adamax, SGD, clipping, the schedule, Polyak averages;
 //! - [`train`]: the loop, evaluation, atomic [`checkpoint`]s and resumption;
+//! - [`distributed`]: data-parallel training over MPI or NCCL;
 //! - [`report`] and [`sampling`]: metrics, the loss plot, sample grids and
 //!   interpolations;
 //! - [`toy`]: flows on vectors fitted to 1-D and 2-D densities (`--preset toy`);
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod dequant;
+pub mod distributed;
 pub mod error;
 pub mod files;
 pub mod fuzzing;

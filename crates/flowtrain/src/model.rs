@@ -15,6 +15,7 @@ use flowlayers::{
 };
 use flowtensor::conv_exp::Terms;
 use flowtensor::{no_grad, profile, DType, Device, Generator, Result, Tensor};
+use std::ops::Range;
 use std::sync::Arc;
 
 /// The training dtype.
@@ -244,12 +245,31 @@ impl Model {
         f64::from(1u32 << self.n_bits)
     }
 
-    /// One draw of the dequantisation noise and its `log q(u | x)` (0 for uniform).
-    fn dequantize(&self, x: &Tensor, gen: &mut Generator) -> Result<(Tensor, Option<Tensor>)> {
+    /// One draw of the dequantisation noise and its `log q(u | x)` (0 for
+    /// uniform), for the images `x` at `rows` of a batch of `batch`: the
+    /// noise is drawn for the whole batch and these rows kept, so that the
+    /// ranks of a data-parallel step draw what one process would.
+    fn dequantize(
+        &self,
+        x: &Tensor,
+        gen: &mut Generator,
+        (rows, batch): (Range<usize>, usize),
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let mut shape = x.shape().to_vec();
+        shape[0] = batch;
+        let whole = rows == (0..batch);
+        let keep = |noise: Tensor| -> Result<Tensor> {
+            if whole {
+                Ok(noise)
+            } else {
+                noise.narrow(0, rows.start, rows.len())?.contiguous()
+            }
+        };
         match &self.dequantizer {
-            None => Ok((uniform_noise(x, gen)?, None)),
+            None => Ok((keep(uniform_noise(&shape, x, gen)?)?, None)),
             Some(dq) => {
-                let (u, log_q) = dq.sample(x, gen)?;
+                let eps = keep(dq.noise(&shape, x, gen)?)?;
+                let (u, log_q) = dq.transform(x, &eps)?;
                 Ok((u, Some(log_q)))
             }
         }
@@ -259,8 +279,27 @@ impl Model {
     /// `x (N, C, H, W)` with one dequantisation draw:
     /// `log p(y) - log q(u | x) - D ln 2^n`.
     pub fn elbo(&self, x: &Tensor, gen: &mut Generator) -> Result<Tensor> {
+        let n = x.shape()[0];
+        self.elbo_of_rows(x, gen, (0..n, n))
+    }
+
+    /// [`Model::elbo`] of the images `x` at `rows` of a batch of `batch`
+    /// (one rank's shard), with the noise one process would draw for them.
+    pub fn elbo_of_rows(
+        &self,
+        x: &Tensor,
+        gen: &mut Generator,
+        (rows, batch): (Range<usize>, usize),
+    ) -> Result<Tensor> {
+        if rows.len() != x.shape()[0] || rows.end > batch {
+            return Err(flowtensor::Error::shape(
+                "elbo_of_rows",
+                &[x.shape()],
+                format!("rows {rows:?} of a batch of {batch} do not match the images"),
+            ));
+        }
         let (y, log_q) = profile::scope("dequantization", || {
-            let (u, log_q) = self.dequantize(x, gen)?;
+            let (u, log_q) = self.dequantize(x, gen, (rows, batch))?;
             Ok::<_, flowtensor::Error>((self.to_continuous(x, &u)?, log_q))
         })?;
         let mut ll = self.distribution.log_prob(&y)?;

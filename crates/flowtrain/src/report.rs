@@ -36,10 +36,22 @@ pub struct Summary {
     pub sec_per_step: f64,
     pub steps: u64,
     pub parameters: usize,
+    /// Threads of each process.
     pub threads: usize,
+    /// Processes of a data-parallel run (1 otherwise).
+    #[serde(default = "one")]
+    pub ranks: usize,
+    /// Seconds of the training steps spent averaging gradients over the
+    /// ranks (on rank 0).
+    #[serde(default)]
+    pub all_reduce_seconds: f64,
     /// Every loss spike of the run ([`crate::spikes`]).
     #[serde(default)]
     pub loss_spikes: Vec<crate::spikes::LossSpike>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The training bpd of every step, in at most [`TrainingCurve::MAX_POINTS`]

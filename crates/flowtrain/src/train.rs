@@ -11,6 +11,7 @@ use crate::batch::{images_tensor, step_indices};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{DatasetKind, TrainConfig};
 use crate::data::{cifar10, mnist, shapes, Splits};
+use crate::distributed::DataParallel;
 use crate::error::{Result, TrainError};
 use crate::files::RunLock;
 use crate::limits;
@@ -170,6 +171,11 @@ pub struct Trainer {
     _lock: Option<RunLock>,
     /// The code version a loaded checkpoint records.
     saved_code: Option<String>,
+    /// The processes of a data-parallel run (one for a plain run); only
+    /// the first writes the run's files.
+    parallel: DataParallel,
+    /// Seconds of the training steps spent averaging gradients over ranks.
+    all_reduce_seconds: f64,
 }
 
 /// What [`Trainer::run`] produced.
@@ -225,7 +231,13 @@ fn probe_device(device: Device) -> Result<()> {
 impl Trainer {
     /// A fresh run of `config` in `run_dir` (created, locked; it must not
     /// hold a checkpoint). A relative `data_dir` is made absolute.
-    pub fn new(mut config: TrainConfig, run_dir: &Path) -> Result<Self> {
+    pub fn new(config: TrainConfig, run_dir: &Path) -> Result<Self> {
+        Self::new_in(config, run_dir, DataParallel::single())
+    }
+
+    /// [`Trainer::new`] as one rank of a data-parallel run: every rank
+    /// builds the same run, and only the first creates and writes files.
+    pub fn new_in(mut config: TrainConfig, run_dir: &Path, parallel: DataParallel) -> Result<Self> {
         let exists = || {
             run_dir.join(CHECKPOINT).exists().then(|| {
                 TrainError::Config(format!(
@@ -240,15 +252,21 @@ impl Trainer {
         if let Some(e) = exists() {
             return Err(e);
         }
-        let lock = RunLock::acquire(run_dir)?;
+        let lock = parallel
+            .is_writer()
+            .then(|| RunLock::acquire(run_dir))
+            .transpose()?;
         if let Some(e) = exists() {
             return Err(e);
         }
         if let Some(dir) = &config.data_dir {
             config.data_dir = Some(absolute(dir)?);
         }
-        let mut trainer = Self::build(config, run_dir)?;
-        trainer._lock = Some(lock);
+        let mut trainer = Self::build(config, run_dir, parallel)?;
+        if lock.is_none() {
+            return Ok(trainer);
+        }
+        trainer._lock = lock;
         crate::files::write_atomic(
             &run_dir.join("config.toml"),
             trainer.config.to_toml()?.as_bytes(),
@@ -269,6 +287,18 @@ impl Trainer {
 
     /// [`Trainer::resume`], moved to `device` when given.
     pub fn resume_on(run_dir: &Path, steps: Option<u64>, device: Option<Device>) -> Result<Self> {
+        Self::resume_in(run_dir, steps, device, DataParallel::single())
+    }
+
+    /// [`Trainer::resume_on`] as one rank of a data-parallel run with as
+    /// many ranks as the run was saved by (every rank reads the checkpoint;
+    /// only the first writes).
+    pub fn resume_in(
+        run_dir: &Path,
+        steps: Option<u64>,
+        device: Option<Device>,
+        parallel: DataParallel,
+    ) -> Result<Self> {
         let path = run_dir.join(CHECKPOINT);
         if !path.is_file() {
             return Err(TrainError::Config(format!(
@@ -276,9 +306,13 @@ impl Trainer {
                 run_dir.display()
             )));
         }
-        let lock = RunLock::acquire(run_dir)?;
-        let mut trainer = Self::open(run_dir, steps, device, true)?;
-        trainer._lock = Some(lock);
+        let writer = parallel.is_writer();
+        let lock = writer.then(|| RunLock::acquire(run_dir)).transpose()?;
+        let mut trainer = Self::open(run_dir, steps, device, parallel)?;
+        if !writer {
+            return Ok(trainer);
+        }
+        trainer._lock = lock;
         if let Some(warning) = crate::provenance::other_code_warning(
             trainer.saved_code.as_deref(),
             &run_dir.join(CHECKPOINT),
@@ -301,7 +335,7 @@ impl Trainer {
 
     /// [`Trainer::for_evaluation`] on `device` when given.
     pub fn for_evaluation_on(run_dir: &Path, device: Option<Device>) -> Result<Self> {
-        let trainer = Self::open(run_dir, None, device, false)?;
+        let trainer = Self::open(run_dir, None, device, DataParallel::reader())?;
         if let Some(warning) = crate::provenance::other_code_warning(
             trainer.saved_code.as_deref(),
             &run_dir.join(CHECKPOINT),
@@ -311,13 +345,13 @@ impl Trainer {
         Ok(trainer)
     }
 
-    /// The run saved in `run_dir`; a `writer` also drops the lines of
+    /// The run saved in `run_dir`; a writer also drops the lines of
     /// `metrics.jsonl` past the checkpoint.
     fn open(
         run_dir: &Path,
         steps: Option<u64>,
         device: Option<Device>,
-        writer: bool,
+        parallel: DataParallel,
     ) -> Result<Self> {
         let path = run_dir.join(CHECKPOINT);
         let ckpt = checkpoint::load(&path)?;
@@ -329,8 +363,8 @@ impl Trainer {
         if let Some(device) = device {
             config.device = device;
         }
-        let mut trainer = Self::build(config, run_dir)?;
-        trainer.restore(&ckpt, &path, writer)?;
+        let mut trainer = Self::build(config, run_dir, parallel)?;
+        trainer.restore(&ckpt, &path)?;
         trainer.saved_code = ckpt.metadata.get("code").cloned();
         trainer.last_checkpoint = Some(path);
         trainer.checkpoint_step = Some(trainer.step);
@@ -353,8 +387,9 @@ impl Trainer {
     }
 
     /// The run of `config` at step 0: data, model, optimizer and generators.
-    fn build(config: TrainConfig, run_dir: &Path) -> Result<Self> {
+    fn build(config: TrainConfig, run_dir: &Path, parallel: DataParallel) -> Result<Self> {
         let (data, total, _) = Self::validate(&config)?;
+        parallel.shard(config.batch_size)?;
         let mut init = Generator::new(config.seed ^ INIT_SALT << 56);
         let model = Model::new(&config, data.train.shape, config.device, &mut init)?;
         let params = model.parameters();
@@ -380,6 +415,8 @@ impl Trainer {
             progress: true,
             _lock: None,
             saved_code: None,
+            parallel,
+            all_reduce_seconds: 0.0,
         })
     }
 
@@ -405,7 +442,9 @@ impl Trainer {
         }
         let config = &self.config;
         let n = self.data.train.len();
+        // the global batch and its draws; this rank's shard of them
         let indices = step_indices(config.seed, self.step, config.batch_size, n);
+        let shard = self.parallel.shard(indices.len())?;
         let flips: Option<Vec<bool>> = config.hflip.then(|| {
             let u = self
                 .noise
@@ -417,24 +456,39 @@ impl Trainer {
         let x = profile::scope("data", || {
             images_tensor(
                 &self.data.train,
-                &indices,
+                &indices[shard.clone()],
                 config.n_bits,
-                flips.as_deref(),
+                flips.as_ref().map(|f| &f[shard.clone()]),
                 DTYPE,
                 config.device,
             )
         })?;
         self.model.set_training(true);
-        let ll = self.model.elbo(&x, &mut self.noise)?;
+        let ll = self
+            .model
+            .elbo_of_rows(&x, &mut self.noise, (shard, indices.len()))?;
         let loss = ll
             .mean_all()?
             .mul_scalar(-1.0 / (self.model.dims() as f64 * std::f64::consts::LN_2))?;
-        let bpd = loss.to_scalar()?;
-        if !bpd.is_finite() {
+        let mut bpd = loss.to_scalar()?;
+        let alone = self.parallel.world_size() == 1;
+        if alone && !bpd.is_finite() {
             return Err(self.non_finite(bpd));
         }
         self.optimizer.zero_grad();
         loss.backward()?;
+        if !alone {
+            // every rank takes part, whatever its loss, and all see the same mean
+            let start = Instant::now();
+            bpd = profile::scope("all_reduce", || {
+                self.parallel
+                    .average_gradients(self.optimizer.params(), &[bpd])
+            })?[0];
+            self.all_reduce_seconds += start.elapsed().as_secs_f64();
+            if !bpd.is_finite() {
+                return Err(self.non_finite(bpd));
+            }
+        }
         let norm = profile::scope("optimizer", || self.optimizer.grad_norm())?;
         if !norm.is_finite() {
             return Err(self.non_finite(norm));
@@ -448,6 +502,10 @@ impl Trainer {
             polyak.update(self.optimizer.params())?;
         }
         self.step += 1;
+        if self.step.is_multiple_of(self.parallel.check_every()) || self.step == self.total {
+            self.parallel
+                .check_same(self.optimizer.params(), self.step)?;
+        }
         Ok(bpd)
     }
 
@@ -480,7 +538,12 @@ impl Trainer {
         )?;
         self.model.set_training(true);
         no_grad(|| self.model.distribution.log_prob(&y).map(|_| ()))?;
-        Ok(())
+        // every rank initialised from the same global batch; rank 0's
+        // values make sure of the same start
+        let mut state = self.model.parameters();
+        state.extend(self.model.buffers());
+        self.parallel.broadcast_from_first(&state)?;
+        self.parallel.check_same(&state, 0)
     }
 
     /// Runs until `until` steps (at most the run's total), evaluating and
@@ -535,7 +598,7 @@ impl Trainer {
             }
         }
         bar.finish_and_clear();
-        if let Some(session) = session {
+        if let Some(session) = session.filter(|_| self.parallel.is_writer()) {
             report::write_profile(&self.run_dir, &session.finish())?;
         }
         Ok(())
@@ -555,6 +618,9 @@ impl Trainer {
         let train_bpd = self.train_curve.mean_after(previous);
         self.test_curve.push((self.step, test_bpd));
         self.last_evaluation = Some((self.step, test_bpd, test_bpd_iw));
+        if !self.parallel.is_writer() {
+            return Ok(String::new());
+        }
         let evaluation = Evaluation {
             step: self.step,
             epoch: self.step as f64 * self.config.batch_size as f64 / self.data.train.len() as f64,
@@ -597,11 +663,19 @@ impl Trainer {
             p.swap(params)?;
         }
         self.model.set_training(false);
-        let mut gen = Generator::new(self.config.seed ^ EVAL_SALT << 56);
+        let (rank, ranks) = (self.parallel.rank(), self.parallel.world_size());
         let result = (|| {
             let (mut elbo, mut iw) = (0.0, 0.0);
             let indices: Vec<usize> = (0..count).collect();
-            for chunk in indices.chunks(self.config.eval_batch_size) {
+            // chunk `i` on rank `i mod P`, with its own noise: the same
+            // draws for any number of ranks
+            let chunks = indices.chunks(self.config.eval_batch_size).enumerate();
+            for (i, chunk) in chunks.filter(|(i, _)| i % ranks == rank) {
+                let mut gen = Generator::new(
+                    self.config.seed
+                        ^ EVAL_SALT << 56
+                        ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                );
                 let x = images_tensor(
                     test,
                     chunk,
@@ -622,7 +696,8 @@ impl Trainer {
                         .to_scalar()?;
                 }
             }
-            let n = count as f64;
+            let sums = self.parallel.sum(&[elbo, iw])?;
+            let (elbo, iw, n) = (sums[0], sums[1], count as f64);
             let iw_bpd = self
                 .model
                 .dequantizer
@@ -647,7 +722,15 @@ impl Trainer {
     /// Everything needed to continue exactly: parameters, buffers,
     /// optimizer state, Polyak averages, the step, the noise generator's
     /// state, the curves and the configuration.
+    /// Only the first rank of a data-parallel run writes it (all hold the
+    /// same state), with the number of ranks.
     pub fn save_checkpoint(&mut self) -> Result<()> {
+        let path = self.run_dir.join(CHECKPOINT);
+        if !self.parallel.is_writer() {
+            self.last_checkpoint = Some(path);
+            self.checkpoint_step = Some(self.step);
+            return Ok(());
+        }
         let mut tensors = Vec::new();
         tensors.extend(checkpoint::model_tensors(&self.model));
         let (state, updates) = self.optimizer.state();
@@ -669,6 +752,7 @@ impl Trainer {
         let metadata = HashMap::from([
             ("format".to_string(), "flowtrain-1".to_string()),
             ("step".to_string(), self.step.to_string()),
+            ("ranks".to_string(), self.parallel.world_size().to_string()),
             ("optimizer_updates".to_string(), updates.to_string()),
             ("noise_seed".to_string(), seed.to_string()),
             ("noise_counter".to_string(), counter.to_string()),
@@ -686,14 +770,28 @@ impl Trainer {
                 self.model.shape.map(|d| d.to_string()).join(","),
             ),
         ]);
-        let path = self.run_dir.join(CHECKPOINT);
         checkpoint::save(&path, &tensors, metadata)?;
         self.last_checkpoint = Some(path);
         self.checkpoint_step = Some(self.step);
         Ok(())
     }
 
-    fn restore(&mut self, ckpt: &Checkpoint, path: &Path, writer: bool) -> Result<()> {
+    fn restore(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
+        let writer = self.parallel.is_writer();
+        // runs from before data parallelism recorded no ranks: one
+        let saved_ranks = match ckpt.metadata.get("ranks") {
+            Some(_) => ckpt.meta::<usize>(path, "ranks")?,
+            None => 1,
+        };
+        let ranks = self.parallel.world_size();
+        if self.parallel.trains() && saved_ranks != ranks {
+            return Err(TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "the run was saved by {saved_ranks} rank(s) and this job has {ranks}: resume it with the same number (e.g. `mpirun -n {saved_ranks} ... --resume`), so that every step takes the same shards"
+                ),
+            });
+        }
         let progress = saved_progress(ckpt, path)?;
         ckpt.load_model(&self.model, path)?;
         self.optimizer
@@ -740,6 +838,8 @@ impl Trainer {
             test_bpd_iw,
             train_seconds: self.train_seconds,
             sec_per_step: self.train_seconds / self.step.max(1) as f64,
+            ranks: self.parallel.world_size(),
+            all_reduce_seconds: self.all_reduce_seconds,
             steps: self.step,
             parameters: self
                 .optimizer
@@ -750,6 +850,12 @@ impl Trainer {
             threads: rayon::current_num_threads(),
             loss_spikes: self.spikes.spikes().to_vec(),
         };
+        if !self.parallel.is_writer() {
+            return Ok(RunReport {
+                summary,
+                files: Vec::new(),
+            });
+        }
         let mut files = vec![self.run_dir.join(CHECKPOINT)];
         let plot = self.run_dir.join("loss.svg");
         if report::plot_losses(&plot, self.train_curve.points(), &self.test_curve)? {

@@ -8,11 +8,11 @@
 
 use super::direct3x3::{self, DirectConv, Threads};
 use super::geometry::ConvGeom;
+use super::ragged::{RaggedTails, Taps};
 use super::{pointwise, pointwise_product};
 use crate::cpu::matmul::{gemm_is_threaded, small_gemm};
 use crate::cpu::{
-    assume_init_mut, tiled_gemm, vectorized, written_pieces, zeroed_pieces, Loop, Strided,
-    TiledGemm, PAR_THRESHOLD,
+    tiled_gemm, vectorized, written_pieces, zeroed_pieces, Loop, Strided, TiledGemm, PAR_THRESHOLD,
 };
 use crate::Element;
 use rayon::prelude::*;
@@ -244,9 +244,11 @@ impl<T: Element> Loop for ChannelLoop<'_, T> {
     }
 }
 
-/// `out[n] = epilogue(A b[n])` for the images `b (n, k, positions)` of a
-/// 1x1 convolution and `A (rows, k)` (given as `(k, rows)` when
+/// `out[n] = epilogue(A b[n])` (the epilogue applied in registers) for the
+/// images `b (n, k, positions)` of a 1x1 convolution and `A (rows, k)` (given as `(k, rows)` when
 /// transposed): the forward (`A = W`) and the input gradient (`A = W^T`).
+/// Spread over images, each task takes a group of them so that their ragged
+/// tails fill vectors (see [`RaggedTails`]).
 fn pointwise_products<T: DirectConv>(
     b: &[T],
     (a, transpose): (&[T], bool),
@@ -256,22 +258,30 @@ fn pointwise_products<T: DirectConv>(
 ) -> Vec<T> {
     let positions = g.h * g.w;
     let kernel = T::pointwise_product_kernel();
-    let packed = pointwise_product::Packed::new(a, (rows, k), transpose, kernel.ob);
+    let packed =
+        pointwise_product::Packed::new(a, (rows, k), transpose, kernel.ob).with_epilogue(epilogue);
     let threads = Threads::for_batch(g.n, rows * k * positions);
-    let (over_images, inside) = (
-        threads == Threads::OverImages,
-        threads == Threads::InsideImages,
-    );
-    let image_len = rows * positions;
+    let inside = threads == Threads::InsideImages;
+    let tails =
+        RaggedTails::new(Taps::Pointwise, (k, rows), positions, kernel.lanes).filter(|_| !inside);
+    let (main, group) = match &tails {
+        Some(tails) => (tails.main(), RaggedTails::group(g.n)),
+        None => (positions, 1),
+    };
+    let (image_len, x_len) = (rows * positions, k * positions);
     written_pieces(
         g.n * image_len,
-        image_len.max(1),
-        over_images,
-        |img, out| {
-            let bi = &b[img * k * positions..][..k * positions];
-            pointwise_product::image(&packed, kernel, bi, out, positions, inside);
-            // SAFETY: `image` wrote every element of `out`.
-            epilogue.apply(unsafe { assume_init_mut(out) }, positions);
+        (group * image_len).max(1),
+        threads == Threads::OverImages,
+        |piece, out| {
+            let images = out.len() / image_len.max(1);
+            let x = &b[piece * group * x_len..][..images * x_len];
+            for (xi, yi) in x.chunks_exact(x_len).zip(out.chunks_exact_mut(image_len)) {
+                pointwise_product::image(&packed, kernel, xi, yi, (positions, main), inside);
+            }
+            if let Some(tails) = &tails {
+                tails.apply((&packed, kernel), x, out, images);
+            }
         },
     )
 }

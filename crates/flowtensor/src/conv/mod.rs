@@ -13,6 +13,7 @@ pub(crate) use direct3x3::{weight_grad_into, DirectConv, ImageConv3x3, PerThread
 mod geometry;
 mod pointwise;
 mod pointwise_product;
+mod ragged;
 pub(crate) mod simd;
 pub use simd::isa_name;
 

@@ -11,18 +11,24 @@
 //! positions) its packing of the image was a third of the product. Within
 //! an image the tiles run position tile by position tile, every output
 //! block over one tile of `b` (`k x NT` vectors, in the L1 cache) before the
-//! next.
+//! next. The epilogue (bias and ReLU) is applied in registers.
 
+use super::cpu::Epilogue;
 use super::simd::{tile_widths, Vector};
 use crate::Element;
 use std::mem::MaybeUninit;
 
-/// A weight matrix packed for [`tile`]: `[block][k][OB]`, zero past the rows.
+/// A weight matrix packed for [`tile`]: `[block][k][OB]`, zero past the
+/// rows, with the epilogue of its products.
 pub(crate) struct Packed<T> {
     values: Vec<T>,
     rows: usize,
     k: usize,
     ob: usize,
+    /// The epilogue's bias of each row, `[block x OB]`, zero past the rows.
+    bias: Option<Vec<T>>,
+    /// Whether the sums go through ReLU.
+    relu: bool,
 }
 
 impl<T: Element> Packed<T> {
@@ -46,7 +52,21 @@ impl<T: Element> Packed<T> {
             rows,
             k,
             ob,
+            bias: None,
+            relu: false,
         }
+    }
+
+    /// With the bias and ReLU of `epilogue` applied to the products in
+    /// registers (after the sums, as a separate pass would).
+    pub(crate) fn with_epilogue(mut self, epilogue: Epilogue<'_, T>) -> Self {
+        self.bias = epilogue.bias.map(|bias| {
+            let mut padded = vec![T::zero(); self.rows.div_ceil(self.ob) * self.ob];
+            padded[..self.rows].copy_from_slice(&bias[..self.rows]);
+            padded
+        });
+        self.relu = epilogue.relu;
+        self
     }
 }
 
@@ -66,8 +86,9 @@ pub(crate) struct ProductKernel<T> {
 pub(crate) type TileFn<T> =
     unsafe fn(&Packed<T>, usize, &[T], &mut [MaybeUninit<T>], usize, (usize, usize));
 
-/// One image's `out (rows, positions) = A b` for `b (k, positions)`, every
-/// element of `out` written: position tile by position tile (see
+/// One image's `out (rows, positions) = A b` for `b (k, positions)` at its
+/// first `span` positions, all of which are written (every position with
+/// `span == positions`): position tile by position tile (see
 /// [`tile_widths`]; each tile of `b` read by every block while it is in the
 /// L1 cache); with `parallel`, the blocks are spread over threads instead.
 pub(crate) fn image<T: Element>(
@@ -75,17 +96,18 @@ pub(crate) fn image<T: Element>(
     kernel: ProductKernel<T>,
     b: &[T],
     out: &mut [MaybeUninit<T>],
-    positions: usize,
+    (positions, span): (usize, usize),
     parallel: bool,
 ) {
     let (rows, ob, lanes) = (a.rows, a.ob, kernel.lanes);
-    if rows == 0 || positions == 0 {
+    assert!(span <= positions);
+    if rows == 0 || span == 0 {
         return;
     }
-    let pieces = tile_widths(positions.div_ceil(lanes), kernel.nt).scan(0, move |p0, width| {
+    let pieces = tile_widths(span.div_ceil(lanes), kernel.nt).scan(0, move |p0, width| {
         let start = *p0;
         *p0 += width * lanes;
-        Some((kernel.tile, start, (width * lanes).min(positions - start)))
+        Some((kernel.tile, start, (width * lanes).min(span - start)))
     });
     let out = &mut out[..rows * positions];
     // SAFETY: the kernels are the ones this CPU runs (`ProductKernel`'s
@@ -159,10 +181,13 @@ unsafe fn write<T: Element, V: Vector<T>, const OB: usize, const W: usize>(
     } else {
         accumulate::<T, V, OB, W, true>(a, block, b, (positions, p0), last)
     };
-    let mut lanes = [T::zero(); 64];
+    let (mut lanes, zero) = ([T::zero(); 64], V::zero());
     for (r, acc_r) in acc.iter().enumerate().take(valid) {
         let row = &mut out[r * positions..][..positions];
-        for (t, v) in acc_r.iter().enumerate() {
+        let bias = a.bias.as_ref().map(|b| V::splat(b[block * OB + r]));
+        for (t, &v) in acc_r.iter().enumerate() {
+            let v = bias.map_or(v, |b| v.add(b));
+            let v = if a.relu { v.max(zero) } else { v };
             let p = p0 + t * V::LANES;
             if t + 1 < W || last == V::LANES {
                 v.store(row[p..][..V::LANES].as_mut_ptr().cast::<T>());

@@ -25,6 +25,8 @@ pub(crate) trait Vector<T>: Copy {
     unsafe fn mul_add(self, a: Self, b: Self) -> Self;
     unsafe fn add(self, b: Self) -> Self;
     unsafe fn sub(self, b: Self) -> Self;
+    /// The lanewise maximum; where `self` is NaN, `b`.
+    unsafe fn max(self, b: Self) -> Self;
 }
 
 /// One element, with a separate multiply and add (no FMA needed).
@@ -65,10 +67,14 @@ impl<T: crate::Element> Vector<T> for Scalar<T> {
     unsafe fn sub(self, b: Self) -> Self {
         Scalar(self.0 - b.0)
     }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        Scalar(if self.0 > b.0 { self.0 } else { b.0 })
+    }
 }
 
 macro_rules! x86_vector {
-    ($name:ident, $t:ty, $reg:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $load_first:expr, $store:ident, $fma:ident, $add:ident, $sub:ident) => {
+    ($name:ident, $t:ty, $reg:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $load_first:expr, $store:ident, $fma:ident, $add:ident, $sub:ident, $max:ident) => {
         #[cfg(target_arch = "x86_64")]
         #[derive(Clone, Copy)]
         pub(crate) struct $name($reg);
@@ -108,6 +114,10 @@ macro_rules! x86_vector {
             unsafe fn sub(self, b: Self) -> Self {
                 $name($sub(self.0, b.0))
             }
+            #[inline(always)]
+            unsafe fn max(self, b: Self) -> Self {
+                $name($max(self.0, b.0))
+            }
         }
     };
 }
@@ -124,7 +134,8 @@ x86_vector!(
     _mm512_storeu_ps,
     _mm512_fmadd_ps,
     _mm512_add_ps,
-    _mm512_sub_ps
+    _mm512_sub_ps,
+    _mm512_max_ps
 );
 x86_vector!(
     F64x8,
@@ -138,7 +149,8 @@ x86_vector!(
     _mm512_storeu_pd,
     _mm512_fmadd_pd,
     _mm512_add_pd,
-    _mm512_sub_pd
+    _mm512_sub_pd,
+    _mm512_max_pd
 );
 x86_vector!(
     F32x8,
@@ -158,7 +170,8 @@ x86_vector!(
     _mm256_storeu_ps,
     _mm256_fmadd_ps,
     _mm256_add_ps,
-    _mm256_sub_ps
+    _mm256_sub_ps,
+    _mm256_max_ps
 );
 x86_vector!(
     F64x4,
@@ -175,7 +188,8 @@ x86_vector!(
     _mm256_storeu_pd,
     _mm256_fmadd_pd,
     _mm256_add_pd,
-    _mm256_sub_pd
+    _mm256_sub_pd,
+    _mm256_max_pd
 );
 
 /// A register with loads under a lane mask: lanes whose bit is clear are

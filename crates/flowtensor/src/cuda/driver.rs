@@ -66,6 +66,12 @@ impl Gpu {
         })
     }
 
+    /// The stream every operation on this GPU is queued on.
+    #[cfg(feature = "nccl")]
+    pub fn stream(&self) -> Arc<CudaStream> {
+        self.stream.clone()
+    }
+
     pub fn synchronize(&self) -> Result<(), String> {
         self.stream.synchronize().map_err(text)
     }

@@ -25,6 +25,8 @@ mod driver;
 mod emu;
 pub mod kernels;
 mod launch;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 mod ops;
 mod series;
 

@@ -41,6 +41,30 @@ impl Tensor {
             .clone()
     }
 
+    /// Replaces the accumulated gradient with `grad`, which must have this
+    /// tensor's shape, dtype and device (a data-parallel run puts the
+    /// average over its processes here).
+    pub fn set_grad(&self, grad: Tensor) -> Result<()> {
+        if grad.shape() != self.shape()
+            || grad.dtype() != self.dtype()
+            || grad.device() != self.device()
+        {
+            return Err(Error::shape(
+                "set_grad",
+                &[self.shape(), grad.shape()],
+                format!(
+                    "the gradient ({:?} on {:?}) must match the tensor ({:?} on {:?})",
+                    grad.dtype(),
+                    grad.device(),
+                    self.dtype(),
+                    self.device()
+                ),
+            ));
+        }
+        *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = Some(grad.detach());
+        Ok(())
+    }
+
     /// Clears the accumulated gradient.
     pub fn zero_grad(&self) {
         *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = None;

@@ -18,13 +18,15 @@ mod winograd;
 
 use super::cpu::Epilogue;
 use super::geometry::ConvGeom;
+use super::ragged::{RaggedTails, Taps};
 use super::simd::Scalar;
 #[cfg(target_arch = "x86_64")]
 use super::simd::{isa, F32x16, F32x8, F64x4, F64x8, Isa};
 use super::{pointwise, pointwise_product};
-use crate::cpu::{zeroed_pieces, PAR_THRESHOLD};
+use crate::cpu::{assume_init_mut, written_pieces, PAR_THRESHOLD};
 use crate::Element;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 use weight::WeightGrad;
 use weight::{weight_tile, WeightFn};
@@ -45,14 +47,14 @@ macro_rules! direct_kernels {
                     #[target_feature(enable = "avx512f,avx2,fma")]
                     unsafe fn avx512<const OB: usize, const NT: usize>(
                         blk: &positions::Block<$t>,
-                        out: &mut [$t],
+                        out: &mut [MaybeUninit<$t>],
                     ) {
                         positions::block::<$t, $avx512, OB, NT>(blk, out)
                     }
                     #[target_feature(enable = "avx2,fma")]
                     unsafe fn avx2<const OB: usize, const NT: usize>(
                         blk: &positions::Block<$t>,
-                        out: &mut [$t],
+                        out: &mut [MaybeUninit<$t>],
                     ) {
                         positions::block::<$t, $avx2, OB, NT>(blk, out)
                     }
@@ -62,7 +64,10 @@ macro_rules! direct_kernels {
                         Isa::Baseline => {}
                     }
                 }
-                unsafe fn baseline<const OB: usize>(blk: &positions::Block<$t>, out: &mut [$t]) {
+                unsafe fn baseline<const OB: usize>(
+                    blk: &positions::Block<$t>,
+                    out: &mut [MaybeUninit<$t>],
+                ) {
                     positions::block::<$t, Scalar<$t>, OB, 1>(blk, out)
                 }
                 baseline::<OB>
@@ -491,6 +496,8 @@ enum Plan<T> {
         block: usize,
         /// The lane masks of the image's vectors (see [`positions::masks`]).
         masks: Arc<[u32]>,
+        /// The vectors of positions computed (see [`positions::Block`]).
+        vectors: usize,
     },
     Channels {
         kernel: channels::BlockFn<T>,
@@ -513,6 +520,9 @@ pub(crate) struct ImageConv3x3<T> {
     o: usize,
     h: usize,
     w: usize,
+    /// The epilogue's bias `(o)`, if any, and whether ReLU follows.
+    bias: Option<Arc<[T]>>,
+    relu: bool,
 }
 
 /// The algorithms of [`ImageConv3x3`].
@@ -570,6 +580,7 @@ impl<T: DirectConv> ImageConv3x3<T> {
                     packed: positions::pack_weights(w, o, c, block).into(),
                     block,
                     masks: positions::masks(h, wd, vector_lanes::<T>()).into(),
+                    vectors: (h * wd).div_ceil(vector_lanes::<T>()),
                 }
             }
         };
@@ -579,7 +590,17 @@ impl<T: DirectConv> ImageConv3x3<T> {
             o,
             h,
             w: wd,
+            bias: None,
+            relu: false,
         }
+    }
+
+    /// The same convolution followed by `epilogue` (in the position-tiled
+    /// kernel's registers; by a pass over each output otherwise).
+    pub(crate) fn with_epilogue(mut self, epilogue: Epilogue<'_, T>) -> Self {
+        self.bias = epilogue.bias.map(|b| b[..self.o].into());
+        self.relu = epilogue.relu;
+        self
     }
 
     /// The adjoint (transposed) convolution `(o, h, w) -> (c, h, w)` of the
@@ -588,34 +609,76 @@ impl<T: DirectConv> ImageConv3x3<T> {
         Self::new(&adjoint_weights(w, o, c), c, o, size)
     }
 
-    /// `dst (o, h, w) = conv(src (c, h, w))`; the work inside the image is
-    /// split over threads when `parallel`.
+    /// Where the position-tiled kernel runs and the images' ragged tails
+    /// waste much of its vectors (see [`RaggedTails`]): from now on, `apply`
+    /// computes only the positions before the tail, and the tails are left
+    /// to the returned split. `None`, and nothing changed, otherwise.
+    fn split_ragged_tails(&mut self) -> Option<RaggedTails> {
+        let (c, h, w) = (self.c, self.h, self.w);
+        let Plan::Positions { vectors, .. } = &mut self.plan else {
+            return None;
+        };
+        let lanes = vector_lanes::<T>();
+        let tails = RaggedTails::new(Taps::Same3x3 { h, w }, (c, self.o), h * w, lanes)?;
+        *vectors = tails.main() / lanes;
+        Some(tails)
+    }
+
+    /// `dst (o, h, w) = epilogue(conv(src (c, h, w)))`; the work inside the
+    /// image is split over threads when `parallel`.
     pub(crate) fn apply(&mut self, src: &[T], dst: &mut [T], parallel: bool) {
+        // SAFETY: only initialised values are written through the view.
+        let view = unsafe { &mut *(dst as *mut [T] as *mut [MaybeUninit<T>]) };
+        self.write(src, view, parallel, false)
+    }
+
+    /// [`ImageConv3x3::apply`] into memory that may be uninitialised: every
+    /// element of `dst` is written (but the positions of a ragged tail split
+    /// off by `split_ragged_tails`).
+    fn apply_uninit(&mut self, src: &[T], dst: &mut [MaybeUninit<T>], parallel: bool) {
+        self.write(src, dst, parallel, true)
+    }
+
+    /// [`ImageConv3x3::apply`] into `dst`, whose elements are initialised
+    /// unless `uninit`.
+    fn write(&mut self, src: &[T], dst: &mut [MaybeUninit<T>], parallel: bool, uninit: bool) {
         let (c, o, h, w) = (self.c, self.o, self.h, self.w);
         let dst = &mut dst[..o * h * w];
-        match &mut self.plan {
-            Plan::Positions {
-                kernel,
-                packed,
-                block,
-                masks,
-            } => {
-                let (kernel, block, packed) = (*kernel, *block, &**packed);
-                let run = |(b, out): (usize, &mut [T])| {
-                    let blk = positions::Block {
-                        x: src,
-                        wb: &packed[b * 9 * c * block..][..9 * c * block],
-                        masks,
-                        c,
-                        h,
-                        w,
-                        valid: block.min(o - b * block),
-                    };
-                    // SAFETY: `position_kernel` returned a kernel this CPU runs.
-                    unsafe { kernel(&blk, out) }
+        let (bias, relu) = (self.bias.as_deref(), self.relu);
+        if let Plan::Positions {
+            kernel,
+            packed,
+            block,
+            masks,
+            vectors,
+        } = &self.plan
+        {
+            let (kernel, block, packed, vectors) = (*kernel, *block, &**packed, *vectors);
+            let run = |(b, out): (usize, &mut [MaybeUninit<T>])| {
+                let blk = positions::Block {
+                    x: src,
+                    wb: &packed[b * 9 * c * block..][..9 * c * block],
+                    masks,
+                    c,
+                    h,
+                    w,
+                    valid: block.min(o - b * block),
+                    bias: bias.map(|bias| &bias[b * block..]),
+                    relu,
+                    vectors,
                 };
-                for_each_block(dst, block * h * w, parallel, run);
-            }
+                // SAFETY: `position_kernel` returned a kernel this CPU runs.
+                unsafe { kernel(&blk, out) }
+            };
+            return for_each_block(dst, block * h * w, parallel, run);
+        }
+        // the other kernels write initialised outputs (every element)
+        if uninit {
+            dst.fill(MaybeUninit::new(T::zero()));
+        }
+        // SAFETY: every element of `dst` was initialised, given so or just now.
+        let dst = unsafe { assume_init_mut(dst) };
+        match &mut self.plan {
             Plan::Channels {
                 kernel,
                 packed,
@@ -639,7 +702,9 @@ impl<T: DirectConv> ImageConv3x3<T> {
                 for_each_block(dst, block * h * w, parallel, run);
             }
             Plan::Winograd(winograd) => winograd.apply(src, dst, parallel),
+            Plan::Positions { .. } => unreachable!("the position-tiled kernel returned above"),
         }
+        Epilogue { bias, relu }.apply(dst, h * w);
     }
 }
 
@@ -680,7 +745,10 @@ impl<S: Clone> PerThread<S> {
     }
 }
 
-/// `y = epilogue(conv3x3(x, w))` with padding 1 for `x: (n, c, h, w)`, `w: (o, c, 3, 3)`.
+/// `y = epilogue(conv3x3(x, w))` with padding 1 for `x: (n, c, h, w)`, `w:
+/// (o, c, 3, 3)`, the epilogue in the kernels' registers where they can. Spread over images, each task takes a group of them so
+/// that the ragged tails of the position-tiled kernel fill vectors (see
+/// [`RaggedTails`]).
 pub(crate) fn conv3x3_same<T: DirectConv>(
     x: &[T],
     w: &[T],
@@ -692,26 +760,42 @@ pub(crate) fn conv3x3_same<T: DirectConv>(
     if n * y_img == 0 {
         return vec![T::zero(); n * y_img];
     }
-    let prepared = ImageConv3x3::new(w, o, c, (h, wd));
-    let image = |conv: &mut ImageConv3x3<T>, img: usize, yi: &mut [T], inside: bool| {
-        conv.apply(&x[img * x_img..][..x_img], yi, inside);
-        epilogue.apply(yi, h * wd);
+    let mut prepared = ImageConv3x3::new(w, o, c, (h, wd)).with_epilogue(epilogue);
+    let threads = Threads::for_batch(n, y_img * c * 9);
+    let inside = threads == Threads::InsideImages;
+    // the tails' product: the weights as `(o, c x 9)`
+    let tails = (!inside)
+        .then(|| prepared.split_ragged_tails())
+        .flatten()
+        .map(|tails| {
+            let kernel = T::pointwise_product_kernel();
+            let packed = pointwise_product::Packed::new(w, (o, c * 9), false, kernel.ob)
+                .with_epilogue(epilogue);
+            (tails, packed, kernel)
+        });
+    let group = tails.as_ref().map_or(1, |_| RaggedTails::group(n));
+    let images = |conv: &mut ImageConv3x3<T>, piece: usize, y: &mut [MaybeUninit<T>]| {
+        let count = y.len() / y_img;
+        let xs = &x[piece * group * x_img..][..count * x_img];
+        for (xi, yi) in xs.chunks_exact(x_img).zip(y.chunks_exact_mut(y_img)) {
+            conv.apply_uninit(xi, yi, inside);
+        }
+        if let Some((tails, packed, kernel)) = &tails {
+            tails.apply((packed, *kernel), xs, y, count);
+        }
     };
-    match Threads::for_batch(n, y_img * c * 9) {
-        Threads::OverImages => {
-            let convs = PerThread::new(&prepared);
-            zeroed_pieces(n * y_img, y_img, true, |img, yi| {
-                convs.with(|conv| image(conv, img, yi, false))
-            })
-        }
-        threads => {
-            let conv = Mutex::new(prepared);
-            let inside = threads == Threads::InsideImages;
-            zeroed_pieces(n * y_img, y_img, false, |img, yi| {
-                let mut conv = conv.lock().unwrap_or_else(|e| e.into_inner());
-                image(&mut conv, img, yi, inside)
-            })
-        }
+    let piece = group * y_img;
+    if threads == Threads::OverImages {
+        let convs = PerThread::new(&prepared);
+        written_pieces(n * y_img, piece, true, |p, y| {
+            convs.with(|conv| images(conv, p, y))
+        })
+    } else {
+        let conv = Mutex::new(prepared);
+        written_pieces(n * y_img, piece, false, |p, y| {
+            let mut conv = conv.lock().unwrap_or_else(|e| e.into_inner());
+            images(&mut conv, p, y)
+        })
     }
 }
 

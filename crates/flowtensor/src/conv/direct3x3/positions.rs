@@ -13,10 +13,12 @@
 //! per convolution. A register tile holds `OB` output channels by `NT`
 //! vectors; for each tap it takes the tile's masks once, then for every
 //! input channel loads `NT` vectors and broadcasts `OB` weights (packed as
-//! `[block][tap][c][OB]`), `OB x NT` multiply-adds.
+//! `[block][tap][c][OB]`), `OB x NT` multiply-adds. The bias and ReLU are
+//! applied as the tile is stored.
 
 use crate::conv::simd::{tile_widths, MaskedLoad, Vector};
 use crate::Element;
+use std::mem::MaybeUninit;
 
 /// Everything one output-channel block of one image needs.
 pub(crate) struct Block<'a, T> {
@@ -31,10 +33,18 @@ pub(crate) struct Block<'a, T> {
     pub w: usize,
     /// Valid output channels in this block (`<= OB`).
     pub valid: usize,
+    /// The bias of the block's valid channels, added to their sums.
+    pub bias: Option<&'a [T]>,
+    /// Whether the outputs go through ReLU.
+    pub relu: bool,
+    /// The vectors of positions to compute, from the first (all of them,
+    /// `ceil(h w / lanes)`, unless the ragged tail is computed apart).
+    pub vectors: usize,
 }
 
-/// A block kernel compiled for one instruction set.
-pub(crate) type BlockFn<T> = unsafe fn(&Block<T>, &mut [T]);
+/// A block kernel compiled for one instruction set; it writes every
+/// element of its block's output.
+pub(crate) type BlockFn<T> = unsafe fn(&Block<T>, &mut [MaybeUninit<T>]);
 
 /// The lane masks `[vector][tap]` of `h x w` images for vectors of `lanes`
 /// positions: bit `l` of the mask of vector `v` and tap `(i, j)` is set when
@@ -115,27 +125,28 @@ unsafe fn tile<T: Element, V: MaskedLoad<T>, const OB: usize, const NT: usize>(
     acc
 }
 
-/// All tiles of one block (`out` is its `(valid, h, w)` output), of up to
-/// `NT` vectors (see [`tile_widths`]).
+/// All tiles of one block (`out` is its `(valid, h, w)` output) over its
+/// first `vectors` vectors of positions, of up to `NT` vectors each (see
+/// [`tile_widths`]).
 ///
 /// # Safety
 /// The CPU must support `V`'s instructions.
 #[inline(always)]
 pub(crate) unsafe fn block<T: Element, V: MaskedLoad<T>, const OB: usize, const NT: usize>(
     blk: &Block<T>,
-    out: &mut [T],
+    out: &mut [MaybeUninit<T>],
 ) {
-    let (hw, valid) = (blk.h * blk.w, blk.valid);
     let mut v0 = 0;
-    for width in tile_widths(hw.div_ceil(V::LANES), NT) {
+    assert!(blk.vectors <= (blk.h * blk.w).div_ceil(V::LANES));
+    for width in tile_widths(blk.vectors, NT) {
         let p0 = v0 * V::LANES;
         match width {
-            1 => store_tile(out, hw, valid, p0, &tile::<T, V, OB, 1>(blk, v0)),
-            2 => store_tile(out, hw, valid, p0, &tile::<T, V, OB, 2>(blk, v0)),
-            3 => store_tile(out, hw, valid, p0, &tile::<T, V, OB, 3>(blk, v0)),
+            1 => store_tile(out, blk, p0, tile::<T, V, OB, 1>(blk, v0)),
+            2 => store_tile(out, blk, p0, tile::<T, V, OB, 2>(blk, v0)),
+            3 => store_tile(out, blk, p0, tile::<T, V, OB, 3>(blk, v0)),
             _ => {
                 assert_eq!(width, NT, "tiles are at most 3 vectors or exactly NT");
-                store_tile(out, hw, valid, p0, &tile::<T, V, OB, NT>(blk, v0))
+                store_tile(out, blk, p0, tile::<T, V, OB, NT>(blk, v0))
             }
         }
         v0 += width;
@@ -143,28 +154,35 @@ pub(crate) unsafe fn block<T: Element, V: MaskedLoad<T>, const OB: usize, const 
 }
 
 /// Writes a tile at position `p0` into `out`, the `(valid, hw)` output of
-/// its block: the first `valid` channels, the positions before `hw`.
+/// its block (the first `valid` channels, the positions before `hw`), with
+/// the block's bias added and through ReLU where it asks for them (the
+/// same roundings as separate passes).
 ///
 /// # Safety
 /// The CPU must support `V`'s instructions.
 #[inline(always)]
 unsafe fn store_tile<T: Element, V: Vector<T>, const OB: usize, const NT: usize>(
-    out: &mut [T],
-    hw: usize,
-    valid: usize,
+    out: &mut [MaybeUninit<T>],
+    blk: &Block<T>,
     p0: usize,
-    acc: &[[V; NT]; OB],
+    acc: [[V; NT]; OB],
 ) {
+    let (hw, zero) = (blk.h * blk.w, V::zero());
     let mut lanes = [T::zero(); 64];
-    for (o, acc_o) in acc.iter().enumerate().take(valid) {
+    for (o, acc_o) in acc.iter().enumerate().take(blk.valid) {
         let out_o = &mut out[o * hw..][..hw];
-        for (t, a) in acc_o.iter().enumerate() {
+        let bias = blk.bias.map(|b| V::splat(b[o]));
+        for (t, &a) in acc_o.iter().enumerate() {
+            let a = bias.map_or(a, |b| a.add(b));
+            let a = if blk.relu { a.max(zero) } else { a };
             let p = p0 + t * V::LANES;
             if p + V::LANES <= hw {
-                a.store(out_o[p..][..V::LANES].as_mut_ptr());
+                a.store(out_o[p..][..V::LANES].as_mut_ptr().cast::<T>());
             } else if p < hw {
                 a.store(lanes.as_mut_ptr());
-                out_o[p..].copy_from_slice(&lanes[..hw - p]);
+                for (dst, &v) in out_o[p..].iter_mut().zip(&lanes) {
+                    dst.write(v);
+                }
             }
         }
     }
