@@ -3,7 +3,7 @@
 //! to a flat latent, with the mixing layer pluggable.
 
 use crate::flow::{prefixed, Flow};
-use crate::layers::conditioner::DenseNetConfig;
+use crate::layers::conditioner::{DenseNetConfig, GlowNetStyle};
 use crate::layers::coupling::{Coupling, CouplingKind, ScaleFn};
 use crate::layers::split::SplitPrior;
 use crate::layers::squeeze::Squeeze;
@@ -24,8 +24,10 @@ pub type MixingFactory = LayerFactory;
 /// The network inside each coupling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConditionerKind {
-    /// [`crate::layers::conditioner::GlowNet`] with [`GlowConfig::hidden`] channels.
-    GlowNet,
+    /// [`crate::layers::conditioner::GlowNet`] with [`GlowConfig::hidden`]
+    /// channels, in the given form. With [`GlowNetStyle::Original`] the
+    /// split priors' convolutions see Glow's edge channel too.
+    GlowNet(GlowNetStyle),
     /// [`crate::layers::conditioner::DenseNet`] with these sizes
     /// ([`GlowConfig::hidden`] is unused).
     DenseNet(DenseNetConfig),
@@ -64,7 +66,7 @@ impl GlowConfig {
             steps,
             hidden,
             coupling: CouplingKind::Affine(ScaleFn::Sigmoid2),
-            conditioner: ConditionerKind::GlowNet,
+            conditioner: ConditionerKind::GlowNet(GlowNetStyle::Biased),
             split_prior: true,
             mixing: Some(mixing),
             transform: None,
@@ -185,7 +187,8 @@ impl Glow {
                     None => (
                         "coupling",
                         Box::new(match config.conditioner {
-                            ConditionerKind::GlowNet => Coupling::glow(
+                            ConditionerKind::GlowNet(style) => Coupling::glow_styled(
+                                style,
                                 c,
                                 config.coupling,
                                 config.hidden,
@@ -211,7 +214,10 @@ impl Glow {
             } else {
                 let (c1, c2) = SplitPrior::split_sizes(c);
                 latent_shapes.push([c2, h, w]);
-                let end = if config.split_prior {
+                let edge = config.conditioner == ConditionerKind::GlowNet(GlowNetStyle::Original);
+                let end = if config.split_prior && edge {
+                    LevelEnd::Prior(SplitPrior::with_edge_channel(c, dtype, device)?)
+                } else if config.split_prior {
                     LevelEnd::Prior(SplitPrior::new(c, dtype, device)?)
                 } else {
                     LevelEnd::Plain(c1, c2)

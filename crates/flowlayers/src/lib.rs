@@ -14,6 +14,7 @@ mod distribution;
 pub mod fixed_point;
 mod flow;
 pub mod glow;
+pub mod graph_flow;
 pub mod layers;
 pub mod testing;
 pub mod vector;
@@ -24,6 +25,7 @@ pub use distribution::FlowDistribution;
 pub use flow::{parameter, prefixed, Flow};
 pub use flowtensor;
 pub use glow::{ConditionerKind, Glow, GlowConfig, LayerFactory, MixingFactory};
+pub use graph_flow::{GraphFlow, GraphFlowConfig, GraphMixing, NodeWise};
 pub use vector::{
     ActNorm as VectorActNorm, Activation, AdditiveCoupling, AffineCoupling, BatchNorm,
     ConditionalFlow, ConditionalSequential, Conditioned, CouplingMask, InvertibleLinear, Linear,

@@ -2,7 +2,8 @@
 //! scale and conditioner, the starting point, the initialisation, and errors.
 
 use flowlayers::layers::conditioner::{
-    Conditioner, Conv2d, DenseNet, DenseNetConfig, GlowNet, ZeroConv2d,
+    with_edge_channel, Conditioner, Conv2d, DenseNet, DenseNetConfig, GlowNet, GlowNetStyle,
+    ZeroConv2d,
 };
 use flowlayers::layers::coupling::{Coupling, CouplingKind, ScaleFn};
 use flowlayers::testing::{check_flow, FlowCheck};
@@ -40,6 +41,175 @@ fn glownet_couplings_pass_the_layer_checks() {
             assert_eq!(report.parameters, 7);
         }
     }
+}
+
+#[test]
+fn glows_original_network_passes_the_layer_checks() {
+    for kind in KINDS {
+        for shape in [[2, 4, 3, 3], [3, 5, 2, 3]] {
+            let mut gen = Generator::new(17);
+            let layer = Coupling::glow_styled(
+                GlowNetStyle::Original,
+                shape[1],
+                kind,
+                6,
+                DType::F64,
+                Device::Cpu,
+                &mut gen,
+            )
+            .unwrap();
+            let report = check_flow(&layer, &shape, &FlowCheck::default())
+                .unwrap_or_else(|e| panic!("{kind:?} on {shape:?}: {e}"));
+            assert!(report.max_inverse_error <= 1e-10 && report.max_logdet_error <= 1e-8);
+            // 3 weights, 2 ActNorms of 2, the output's bias and logs
+            assert_eq!(report.parameters, 9);
+        }
+    }
+}
+
+#[test]
+fn the_edge_channel_is_one_inside_and_zero_in_the_padding() {
+    let x = Generator::new(2)
+        .randn(&[2, 3, 3, 4], DType::F64, Device::Cpu)
+        .unwrap();
+    let with_edge = with_edge_channel(&x).unwrap();
+    assert_eq!(with_edge.shape(), [2, 4, 3, 4]);
+    assert_eq!(
+        with_edge.narrow(1, 0, 3).unwrap().to_vec::<f64>().unwrap(),
+        x.to_vec::<f64>().unwrap()
+    );
+    assert!(with_edge
+        .narrow(1, 3, 1)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap()
+        .iter()
+        .all(|&v| v == 1.0));
+    // the convolution with the edge channel, computed without building it
+    let conv = Conv2d::new(4, 5, 3, DType::F64, Device::Cpu, &mut Generator::new(6)).unwrap();
+    let direct = conv.forward(&with_edge).unwrap();
+    assert!(max_abs_diff(&conv.forward_with_edge(&x).unwrap(), &direct) < 1e-12);
+    let msg = conv.forward_with_edge(&with_edge).unwrap_err().to_string();
+    assert!(
+        msg.contains("forward_with_edge") && msg.contains("[2, 4, 3, 4]"),
+        "{msg}"
+    );
+    // through the zero-padded 3x3 convolution: with weight 1 on every tap of
+    // the edge channel and 0 elsewhere, each output counts the taps that fall
+    // inside the image (4 at a corner, 6 on a side, 9 inside), so the channel
+    // is 1 inside and 0 in the padding
+    let conv = ZeroConv2d::with_edge_channel(3, 1, DType::F64, Device::Cpu).unwrap();
+    assert_eq!(conv.in_channels(), 3);
+    let (name, weight) = &conv.parameters()[0];
+    assert_eq!(
+        (name.as_str(), weight.shape()),
+        ("weight", [1, 4, 3, 3].as_slice())
+    );
+    let mut w = vec![0.0; 36];
+    w[27..].fill(1.0);
+    weight
+        .set_data(&Tensor::from_vec(w, &[1, 4, 3, 3], Device::Cpu).unwrap())
+        .unwrap();
+    let counts = conv.forward(&x).unwrap();
+    let want = [4.0, 6.0, 6.0, 4.0, 6.0, 9.0, 9.0, 6.0, 4.0, 6.0, 6.0, 4.0];
+    for sample in 0..2 {
+        let got = counts
+            .narrow(0, sample, 1)
+            .unwrap()
+            .to_vec::<f64>()
+            .unwrap();
+        assert_eq!(got, want);
+    }
+    // the split prior's Gaussian and the coupling network see it too
+    let net = GlowNet::with_style(
+        GlowNetStyle::Original,
+        3,
+        5,
+        4,
+        DType::F64,
+        Device::Cpu,
+        &mut Generator::new(3),
+    )
+    .unwrap();
+    let shapes: Vec<(String, Vec<usize>)> = net
+        .parameters()
+        .into_iter()
+        .map(|(n, p)| (n, p.shape().to_vec()))
+        .collect();
+    let find = |name: &str| shapes.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    assert_eq!(find("0.weight"), [5, 4, 3, 3]);
+    assert_eq!(find("1.weight"), [5, 5, 1, 1]);
+    assert_eq!(find("2.weight"), [4, 6, 3, 3]);
+    assert!(!shapes.iter().any(|(n, _)| n == "0.bias" || n == "1.bias"));
+}
+
+#[test]
+fn the_hidden_actnorms_initialise_once_on_the_first_training_batch() {
+    let mut gen = Generator::new(4);
+    let net = GlowNet::with_style(
+        GlowNetStyle::Original,
+        2,
+        6,
+        4,
+        DType::F64,
+        Device::Cpu,
+        &mut gen,
+    )
+    .unwrap();
+    let buffer_names: Vec<String> = net.buffers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        buffer_names,
+        ["0.actnorm.initialized", "1.actnorm.initialized"]
+    );
+    let param = |name: &str| {
+        let all = net.parameters();
+        all.into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .to_vec::<f64>()
+            .unwrap()
+    };
+    // evaluation mode: no initialisation
+    net.set_training(false);
+    net.forward(&gen.randn(&[4, 2, 5, 5], DType::F64, Device::Cpu).unwrap())
+        .unwrap();
+    assert!(net
+        .buffers()
+        .iter()
+        .all(|(_, b)| b.to_scalar().unwrap() == 0.0));
+    assert!(param("0.actnorm.bias").iter().all(|&v| v == 0.0));
+    // training: the first batch initialises both, a second batch changes nothing
+    net.set_training(true);
+    let x = gen.randn(&[4, 2, 5, 5], DType::F64, Device::Cpu).unwrap();
+    net.forward(&x.mul_scalar(3.0).unwrap().add_scalar(1.0).unwrap())
+        .unwrap();
+    assert!(net
+        .buffers()
+        .iter()
+        .all(|(_, b)| b.to_scalar().unwrap() == 1.0));
+    let (bias, log_scale) = (param("0.actnorm.bias"), param("0.actnorm.log_scale"));
+    assert!(bias.iter().all(|&v| v != 0.0) && log_scale.iter().all(|&v| v != 0.0));
+    net.forward(&gen.randn(&[4, 2, 5, 5], DType::F64, Device::Cpu).unwrap())
+        .unwrap();
+    assert_eq!(param("0.actnorm.bias"), bias);
+    assert_eq!(param("0.actnorm.log_scale"), log_scale);
+    // a coupling reports them under `net.`
+    let layer = Coupling::glow_styled(
+        GlowNetStyle::Original,
+        4,
+        CouplingKind::Additive,
+        6,
+        DType::F64,
+        Device::Cpu,
+        &mut gen,
+    )
+    .unwrap();
+    let names: Vec<String> = layer.buffers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        ["net.0.actnorm.initialized", "net.1.actnorm.initialized"]
+    );
 }
 
 #[test]
@@ -138,6 +308,19 @@ fn conditioners_start_at_exactly_zero() {
             .unwrap(),
         ),
         Box::new(ZeroConv2d::new(3, 4, DType::F64, Device::Cpu).unwrap()),
+        Box::new(ZeroConv2d::with_edge_channel(3, 4, DType::F64, Device::Cpu).unwrap()),
+        Box::new(
+            GlowNet::with_style(
+                GlowNetStyle::Original,
+                3,
+                8,
+                4,
+                DType::F64,
+                Device::Cpu,
+                &mut gen,
+            )
+            .unwrap(),
+        ),
     ];
     for net in nets {
         let y = net.forward(&x).unwrap();
@@ -326,4 +509,73 @@ fn wrong_channel_counts_name_the_layer_and_shape() {
         &mut gen
     )
     .is_err());
+}
+
+#[test]
+fn glows_original_network_computes_its_formula() {
+    use flowtensor::Conv2dParams;
+    let mut gen = Generator::new(12);
+    let net = GlowNet::with_style(
+        GlowNetStyle::Original,
+        3,
+        5,
+        4,
+        DType::F64,
+        Device::Cpu,
+        &mut gen,
+    )
+    .unwrap();
+    let x = gen.randn(&[6, 3, 4, 5], DType::F64, Device::Cpu).unwrap();
+    net.forward(&x).unwrap(); // the ActNorms' initialisation
+    let p = |name: &str| {
+        let all = net.parameters();
+        all.into_iter().find(|(n, _)| n == name).unwrap().1
+    };
+    let per_channel = |t: Tensor| t.reshape(&[1, t.elem_count(), 1, 1]).unwrap();
+    // relu((conv(h) + b) exp(s)), the ActNorm written out
+    let hidden = |h: &Tensor, layer: &str, kernel: usize| {
+        let pre = h
+            .conv2d(
+                &p(&format!("{layer}.weight")),
+                None,
+                &Conv2dParams::same(kernel),
+            )
+            .unwrap();
+        let b = per_channel(p(&format!("{layer}.actnorm.bias")));
+        let s = per_channel(p(&format!("{layer}.actnorm.log_scale")));
+        pre.add(&b).unwrap().mul(&s.exp().unwrap()).unwrap()
+    };
+    // the initialisation normalised the first layer's pre-activations
+    let normalised = hidden(&with_edge_channel(&x).unwrap(), "0", 3);
+    let mean = normalised
+        .mean(&[0, 2, 3], false)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    let var = normalised
+        .square()
+        .unwrap()
+        .mean(&[0, 2, 3], false)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    assert!(mean.iter().all(|m| m.abs() < 1e-10), "{mean:?}");
+    // (std + 1e-6 in the scale: the variance falls short by about 2e-6 / std)
+    assert!(var.iter().all(|v| (v - 1.0).abs() < 1e-4), "{var:?}");
+
+    for (_, t) in net.parameters() {
+        let noise = gen
+            .normal(t.shape(), 0.0, 0.3, DType::F64, Device::Cpu)
+            .unwrap();
+        t.set_data(&t.add(&noise).unwrap()).unwrap();
+    }
+    let h1 = hidden(&with_edge_channel(&x).unwrap(), "0", 3);
+    let h2 = hidden(&h1.relu().unwrap(), "1", 1);
+    let last = with_edge_channel(&h2.relu().unwrap())
+        .unwrap()
+        .conv2d(&p("2.weight"), Some(&p("2.bias")), &Conv2dParams::same(3))
+        .unwrap();
+    let scale = per_channel(p("2.logs").mul_scalar(3.0).unwrap().exp().unwrap());
+    let want = last.mul(&scale).unwrap();
+    assert!(max_abs_diff(&net.forward(&x).unwrap(), &want) < 1e-12);
 }

@@ -3,7 +3,7 @@
 //! log-likelihood against the base density), training mode and errors.
 
 use flowlayers::glow::{ConditionerKind, Glow, GlowConfig, MixingFactory};
-use flowlayers::layers::conditioner::DenseNetConfig;
+use flowlayers::layers::conditioner::{DenseNetConfig, GlowNetStyle};
 use flowlayers::layers::conv1x1::Conv1x1Lu;
 use flowlayers::layers::coupling::{CouplingKind, ScaleFn};
 use flowlayers::layers::permutation::Permutation;
@@ -80,10 +80,24 @@ fn glow_variants_pass_the_layer_checks() {
         (CouplingKind::Affine(ScaleFn::ExpTanh), dense, false),
         (
             CouplingKind::Affine(ScaleFn::ExpTanh),
-            ConditionerKind::GlowNet,
+            ConditionerKind::GlowNet(GlowNetStyle::Biased),
             true,
         ),
-        (CouplingKind::Additive, ConditionerKind::GlowNet, false),
+        (
+            CouplingKind::Additive,
+            ConditionerKind::GlowNet(GlowNetStyle::Biased),
+            false,
+        ),
+        (
+            CouplingKind::Affine(ScaleFn::Sigmoid2),
+            ConditionerKind::GlowNet(GlowNetStyle::Original),
+            true,
+        ),
+        (
+            CouplingKind::Additive,
+            ConditionerKind::GlowNet(GlowNetStyle::Original),
+            false,
+        ),
     ];
     for (coupling, conditioner, split_prior) in variants {
         let config = GlowConfig {
@@ -177,6 +191,61 @@ fn parameters_and_buffers_are_named_hierarchically() {
         shape_of("levels.1.steps.0.coupling.net.2.weight"),
         [16, 8, 3, 3]
     );
+}
+
+#[test]
+fn glows_original_network_adds_the_edge_channel_and_hidden_actnorms() {
+    let config = GlowConfig {
+        conditioner: ConditionerKind::GlowNet(GlowNetStyle::Original),
+        ..GlowConfig::new(2, 1, 8, lu_mixing(DType::F64))
+    };
+    let model = glow(config, [2, 4, 4], 1);
+    let shape_of = |name: &str| {
+        let all = model.parameters();
+        let found = all.into_iter().find(|(n, _)| n == name);
+        found.unwrap_or_else(|| panic!("{name}")).1.shape().to_vec()
+    };
+    // one more input channel in every 3x3 convolution, the split prior's included
+    assert_eq!(
+        shape_of("levels.0.steps.0.coupling.net.0.weight"),
+        [8, 5, 3, 3]
+    );
+    assert_eq!(
+        shape_of("levels.0.steps.0.coupling.net.1.weight"),
+        [8, 8, 1, 1]
+    );
+    assert_eq!(
+        shape_of("levels.0.steps.0.coupling.net.2.weight"),
+        [8, 9, 3, 3]
+    );
+    assert_eq!(shape_of("levels.0.split.conv.weight"), [8, 5, 3, 3]);
+    assert_eq!(
+        shape_of("levels.1.steps.0.coupling.net.0.actnorm.log_scale"),
+        [1, 8]
+    );
+    let buffers: Vec<String> = model.buffers().into_iter().map(|(n, _)| n).collect();
+    for level in 0..2 {
+        for layer in 0..2 {
+            let name = format!("levels.{level}.steps.0.coupling.net.{layer}.actnorm.initialized");
+            assert!(buffers.contains(&name), "{name} in {buffers:?}");
+        }
+    }
+    // evaluation mode reaches the hidden ActNorms: nothing is initialised
+    model.set_training(false);
+    let x = Generator::new(2)
+        .randn(&[3, 2, 4, 4], DType::F64, Device::Cpu)
+        .unwrap();
+    model.forward(&x).unwrap();
+    assert!(model
+        .buffers()
+        .iter()
+        .all(|(n, b)| !n.ends_with("initialized") || b.to_scalar().unwrap() == 0.0));
+    model.set_training(true);
+    model.forward(&x).unwrap();
+    assert!(model
+        .buffers()
+        .iter()
+        .all(|(n, b)| !n.ends_with("initialized") || b.to_scalar().unwrap() == 1.0));
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! The command line of `cargo xtask train|sample|eval|data` (and of the
 //! `flowtrain` binary, which is the same).
 
-use crate::config::{CouplingType, Mixing, ModelType, TrainConfig, PRESETS};
+use crate::config::{CouplingNet, CouplingType, Mixing, ModelType, TrainConfig, PRESETS};
 use crate::data::download;
 use crate::distributed::{threads_per_rank, Backend, DataParallel};
 use crate::error::{Result, TrainError};
+use crate::graph::{GraphConfig, GraphMixingKind, GRAPH_PRESET};
 use crate::report::write_grid;
 use crate::sampling::{load_run_on, sample_images};
 use crate::toy::{FlowKind, Objective, Target, ToyConfig};
@@ -16,8 +17,8 @@ use std::path::PathBuf;
 /// The preset of the toy runs (flows on vectors, [`crate::toy`]).
 pub const TOY_PRESET: &str = "toy";
 
-/// The presets `train` takes: the image presets and `toy`.
-pub const TRAIN_PRESETS: [&str; 4] = [PRESETS[0], PRESETS[1], PRESETS[2], TOY_PRESET];
+/// The presets `train` takes: the image presets, `toy` and `graph-toy`.
+pub const TRAIN_PRESETS: [&str; 5] = [PRESETS[0], PRESETS[1], PRESETS[2], TOY_PRESET, GRAPH_PRESET];
 
 /// The datasets of the image presets.
 const IMAGE_DATASETS: [&str; 3] = ["shapes16", "mnist", "cifar10"];
@@ -27,7 +28,8 @@ const IMAGE_DATASETS: [&str; 3] = ["shapes16", "mnist", "cifar10"];
 /// experiment scripts).
 #[derive(Args, Debug, Default, Clone)]
 pub struct TrainArgs {
-    /// Preset to start from (`toy`: flows on 1-D and 2-D points, see `flowtrain::toy`).
+    /// Preset to start from (`toy`: flows on 1-D and 2-D points, see
+    /// `flowtrain::toy`; `graph-toy`: graph normalizing flows, see `flowtrain::graph`).
     #[arg(long, default_value = "default", value_parser = clap::builder::PossibleValuesParser::new(TRAIN_PRESETS))]
     pub preset: String,
     /// TOML file whose keys replace the preset's.
@@ -78,6 +80,13 @@ pub struct TrainArgs {
     /// Toy runs with `--objective reverse-kl`: the energy u1, u2, u3 or u4.
     #[arg(long)]
     pub target: Option<String>,
+    /// Graph runs: rings, grids, ladders, communities, or a JSON lines file
+    /// of graphs (`{"nodes": [[x, y], ...], "edges": [[i, j], ...]}` per line).
+    #[arg(long)]
+    pub graph_dataset: Option<String>,
+    /// Graph runs: the mixing of every step, none, 1x1 or convexp.
+    #[arg(long)]
+    pub graph_mixing: Option<String>,
     /// The mixing of every step: reverse, shuffle, 1x1 (LU), 1x1-plain,
     /// 1x1-qr, convexp, emerging, periodic, woodbury, woodbury-me (a
     /// comma-separated list for `sweep`).
@@ -89,6 +98,11 @@ pub struct TrainArgs {
     /// The coupling of every step: affine or additive (a list for `sweep`).
     #[arg(long)]
     pub coupling: Option<String>,
+    /// The network inside the couplings: biased (convolutions with biases,
+    /// the default) or glow (Glow's own: the edge channel and ActNorm in the
+    /// hidden layers, the edge channel in the split priors); a list for `sweep`.
+    #[arg(long)]
+    pub coupling_net: Option<String>,
     #[arg(long)]
     pub n_levels: Option<usize>,
     #[arg(long)]
@@ -180,6 +194,7 @@ impl TrainArgs {
         set("mixing", string(&self.mixing));
         set("model_type", string(&self.model_type));
         set("coupling", string(&self.coupling));
+        set("coupling_net", string(&self.coupling_net));
         set("n_levels", size(self.n_levels));
         set("n_subflows", size(self.n_subflows));
         set("hidden_channels", size(self.hidden_channels));
@@ -252,6 +267,7 @@ impl TrainArgs {
             ("--mixing", self.mixing.is_some()),
             ("--model-type", self.model_type.is_some()),
             ("--coupling", self.coupling.is_some()),
+            ("--coupling-net", self.coupling_net.is_some()),
             ("--n-levels", self.n_levels.is_some()),
             ("--n-subflows", self.n_subflows.is_some()),
             ("--hidden-channels", self.hidden_channels.is_some()),
@@ -338,6 +354,14 @@ impl TrainArgs {
                 if image.len() == 1 { "is" } else { "are" }
             )));
         }
+        let graph = self.graph_flags();
+        if !graph.is_empty() {
+            return Err(bad(format!(
+                "{} {} for --preset graph-toy, not for --preset toy",
+                graph.join(", "),
+                if graph.len() == 1 { "is" } else { "are" }
+            )));
+        }
         if let Some(f) = &self.flow {
             f.parse::<FlowKind>().map_err(bad)?;
         }
@@ -360,13 +384,99 @@ impl TrainArgs {
         )
     }
 
+    /// The graph-only flags that were given, by name.
+    fn graph_flags(&self) -> Vec<&'static str> {
+        let given = [
+            ("--graph-dataset", self.graph_dataset.is_some()),
+            ("--graph-mixing", self.graph_mixing.is_some()),
+        ];
+        given.iter().filter(|g| g.1).map(|g| g.0).collect()
+    }
+
+    /// The resolved configuration of a graph run (`--preset graph-toy`):
+    /// the preset's defaults ([`GraphConfig::default`]), then `--config`
+    /// (keys of [`GraphConfig`]), then the flags. Flags of the other presets
+    /// are an error.
+    pub fn resolve_graph(&self) -> Result<GraphConfig> {
+        let shared = ["--n-subflows", "--hidden-channels", "--convexp-terms"];
+        let mut other: Vec<&str> = self
+            .image_flags()
+            .into_iter()
+            .filter(|f| !shared.contains(f))
+            .collect();
+        other.extend(self.toy_flags());
+        let given = [
+            ("--dataset", self.dataset.is_some()),
+            ("--device", self.device.is_some()),
+            ("--distributed", self.distributed != Backend::None),
+        ];
+        other.extend(given.iter().filter(|g| g.1).map(|g| g.0));
+        if !other.is_empty() {
+            return Err(TrainError::Config(format!(
+                "{} {} not for --preset graph-toy (it takes --graph-dataset, --graph-mixing, --n-subflows, --hidden-channels, --convexp-terms and the optimisation flags; it trains on the CPU)",
+                other.join(", "),
+                if other.len() == 1 { "is" } else { "are" }
+            )));
+        }
+        if let Some(m) = &self.graph_mixing {
+            m.parse::<GraphMixingKind>().map_err(TrainError::Config)?;
+        }
+        let to_table = |text: &str, what: &str| -> Result<toml::Table> {
+            text.parse::<toml::Table>()
+                .map_err(|e| TrainError::Config(format!("{what}: {e}")))
+        };
+        let mut table = to_table(&GraphConfig::default().to_toml()?, "the preset")?;
+        if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+            table.extend(to_table(&text, &path.display().to_string())?);
+        }
+        let mut set = |key: &str, value: Option<toml::Value>| {
+            if let Some(v) = value {
+                table.insert(key.into(), v);
+            }
+        };
+        let int = |v: Option<u64>| v.map(|v| toml::Value::Integer(v.min(i64::MAX as u64) as i64));
+        let size = |v: Option<usize>| int(v.map(|v| v as u64));
+        let float = |v: Option<f64>| v.map(toml::Value::Float);
+        set(
+            "dataset",
+            self.graph_dataset.clone().map(toml::Value::String),
+        );
+        set("mixing", self.graph_mixing.clone().map(toml::Value::String));
+        set("n_subflows", size(self.n_subflows));
+        set("hidden", size(self.hidden_channels));
+        set("convexp_terms", size(self.convexp_terms));
+        set("batch_size", size(self.batch_size));
+        set("steps", int(self.steps));
+        set("lr", float(self.lr));
+        set("warmup_steps", int(self.warmup_steps));
+        set("max_grad_norm", float(self.max_grad_norm));
+        set("seed", int(self.seed));
+        set("eval_every", int(self.eval_every));
+        set("samples", size(self.samples));
+        let config: GraphConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| TrainError::Config(format!("graph run: {e}")))?;
+        config.check()?;
+        Ok(config)
+    }
+
     /// The resolved configuration: preset, then `--config`, then the flags.
     pub fn resolve(&self) -> Result<TrainConfig> {
         let bad = |e: String| TrainError::Config(e);
-        if self.preset == TOY_PRESET {
-            return Err(bad(
-                "--preset toy runs with `train` only (its configuration is a ToyConfig)".into(),
-            ));
+        if self.preset == TOY_PRESET || self.preset == GRAPH_PRESET {
+            return Err(bad(format!(
+                "--preset {} runs with `train` only",
+                self.preset
+            )));
+        }
+        let graph = self.graph_flags();
+        if !graph.is_empty() {
+            return Err(bad(format!(
+                "{} {} for --preset graph-toy",
+                graph.join(", "),
+                if graph.len() == 1 { "is" } else { "are" }
+            )));
         }
         let toy = self.toy_flags();
         if !toy.is_empty() {
@@ -397,6 +507,9 @@ impl TrainArgs {
         }
         if let Some(c) = &self.coupling {
             c.parse::<CouplingType>().map_err(bad)?;
+        }
+        if let Some(c) = &self.coupling_net {
+            c.parse::<CouplingNet>().map_err(bad)?;
         }
         if let Some(d) = &self.device {
             d.parse::<Device>().map_err(bad)?;
@@ -560,38 +673,51 @@ pub fn sweep_runs(args: &SweepArgs) -> Result<Vec<crate::sweep::SweepRun>> {
         ));
     }
     let seeds = crate::sweep::parse_seeds(&args.seeds)?;
-    let (mixings, models, couplings) = (
-        list(&args.train.mixing),
+    // the list flags, outermost first: every combination is a setting
+    let axes = [
         list(&args.train.model_type),
         list(&args.train.coupling),
-    );
+        list(&args.train.coupling_net),
+        list(&args.train.mixing),
+    ];
+    let mut settings: Vec<[Option<String>; 4]> = vec![Default::default()];
+    for (i, axis) in axes.iter().enumerate() {
+        settings = settings
+            .into_iter()
+            .flat_map(|setting| {
+                axis.iter().map(move |value| {
+                    let mut setting = setting.clone();
+                    setting[i] = value.clone();
+                    setting
+                })
+            })
+            .collect();
+    }
     let mut runs = Vec::new();
-    for model in &models {
-        for coupling in &couplings {
-            for mixing in &mixings {
-                let varied: Vec<&str> =
-                    [(model, &models), (coupling, &couplings), (mixing, &mixings)]
-                        .iter()
-                        .filter(|(_, all)| all.len() > 1)
-                        .filter_map(|(v, _)| v.as_deref())
-                        .collect();
-                let setting = if varied.is_empty() {
-                    "run".to_string()
-                } else {
-                    varied.join("-")
-                };
-                for &seed in &seeds {
-                    let mut one = args.train.clone();
-                    one.mixing = mixing.clone();
-                    one.model_type = model.clone();
-                    one.coupling = coupling.clone();
-                    one.seed = Some(seed);
-                    runs.push(crate::sweep::SweepRun {
-                        name: format!("{setting}-seed{seed}"),
-                        config: one.resolve()?,
-                    });
-                }
-            }
+    for setting in settings {
+        let varied: Vec<&str> = setting
+            .iter()
+            .zip(&axes)
+            .filter(|(_, axis)| axis.len() > 1)
+            .filter_map(|(value, _)| value.as_deref())
+            .collect();
+        let name = if varied.is_empty() {
+            "run".to_string()
+        } else {
+            varied.join("-")
+        };
+        let [model, coupling, coupling_net, mixing] = setting;
+        for &seed in &seeds {
+            let mut one = args.train.clone();
+            one.model_type = model.clone();
+            one.coupling = coupling.clone();
+            one.coupling_net = coupling_net.clone();
+            one.mixing = mixing.clone();
+            one.seed = Some(seed);
+            runs.push(crate::sweep::SweepRun {
+                name: format!("{name}-seed{seed}"),
+                config: one.resolve()?,
+            });
         }
     }
     Ok(runs)
@@ -745,6 +871,46 @@ pub fn train_toy(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs `train --preset graph-toy`.
+pub fn train_graph(args: &TrainArgs) -> Result<()> {
+    args.memory.apply();
+    let config = args.resolve_graph()?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let name = std::path::Path::new(&config.dataset)
+            .file_stem()
+            .map_or("graphs".into(), |s| s.to_string_lossy().into_owned());
+        PathBuf::from("runs/graph").join(format!("{name}-{}", config.mixing.name()))
+    });
+    if args.dry_run {
+        crate::graph::run::load_split(&config)?;
+        println!("valid graph run into {}:", out.display());
+        print!("{}", config.to_toml()?);
+        return Ok(());
+    }
+    eprintln!(
+        "training a graph flow (mixing {}, {} steps of {} graphs) on {} in {} on the CPU, {} thread(s)",
+        config.mixing.name(),
+        config.steps,
+        config.batch_size,
+        config.dataset,
+        out.display(),
+        rayon::current_num_threads()
+    );
+    let report = crate::graph::run(&config, &out, !args.quiet)?;
+    let m = &report.metrics;
+    println!(
+        "test nll {:.4} nats/node (initially {:.4}) on {} test graphs ({} nodes) after {} steps; {:.1} s training, {:.4} s/step, {} parameters",
+        m.test_nll, m.initial_test_nll, m.test_graphs, m.test_nodes, m.steps, m.seconds, m.sec_per_step, m.parameters
+    );
+    let files: Vec<String> = report
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    println!("wrote {}", files.join(", "));
+    Ok(())
+}
+
 /// Joins the `--distributed` group (before the kernels' threads start) and
 /// gives each rank its share of the machine's cores, unless
 /// `RAYON_NUM_THREADS` sets them.
@@ -776,6 +942,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             ));
         }
         return train_toy(args);
+    }
+    if args.preset == GRAPH_PRESET {
+        return train_graph(args);
     }
     let parallel = join_group(args)?;
     let result = train_images(args, &parallel);
@@ -913,7 +1082,7 @@ pub fn run(command: &Command) -> Result<()> {
         Command::Profile(args) => {
             flowtensor::profile::request();
             let mut args = args.as_ref().clone();
-            if args.preset != TOY_PRESET {
+            if args.preset != TOY_PRESET && args.preset != GRAPH_PRESET {
                 args.samples = args.samples.or(Some(0));
             }
             train(&args)

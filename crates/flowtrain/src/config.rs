@@ -153,6 +153,42 @@ impl std::str::FromStr for CouplingType {
     }
 }
 
+/// The network inside Glow's couplings (when `densenet_depth` is 0) and
+/// whether the split priors see the edge channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CouplingNet {
+    /// Biased hidden convolutions, zero padding (common PyTorch ports).
+    #[default]
+    Biased,
+    /// Glow's own: the edge channel, ActNorm after the hidden convolutions,
+    /// and the edge channel in the split priors' convolutions.
+    Glow,
+}
+
+impl CouplingNet {
+    /// The flowlayers form of the network.
+    pub fn style(self) -> flowlayers::layers::GlowNetStyle {
+        match self {
+            CouplingNet::Biased => flowlayers::layers::GlowNetStyle::Biased,
+            CouplingNet::Glow => flowlayers::layers::GlowNetStyle::Original,
+        }
+    }
+}
+
+impl std::str::FromStr for CouplingNet {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "biased" => Ok(CouplingNet::Biased),
+            "glow" => Ok(CouplingNet::Glow),
+            other => Err(format!(
+                "unknown coupling network {other:?}; the networks are biased, glow"
+            )),
+        }
+    }
+}
+
 impl std::str::FromStr for ModelType {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
@@ -211,6 +247,9 @@ pub struct TrainConfig {
     pub n_subflows: usize,
     /// Hidden channels of Glow's coupling network, or of the Sylvester conditioner.
     pub hidden_channels: usize,
+    /// The form of Glow's coupling network (and split priors).
+    #[serde(default)]
+    pub coupling_net: CouplingNet,
     /// DenseNet conditioner depth (0: Glow's three-layer network instead).
     pub densenet_depth: usize,
     pub densenet_growth: usize,
@@ -278,6 +317,7 @@ impl Default for TrainConfig {
             n_levels: 2,
             n_subflows: 4,
             hidden_channels: 32,
+            coupling_net: CouplingNet::Biased,
             densenet_depth: 0,
             densenet_growth: 16,
             n_intermediate_channels: 0,

@@ -22,6 +22,7 @@ pub mod distributed;
 pub mod error;
 pub mod files;
 pub mod fuzzing;
+pub mod graph;
 pub mod limits;
 pub mod model;
 pub mod optim;

@@ -8,7 +8,7 @@
 //! when the process asks first (`MemAvailable` in `/proc/meminfo`). Where
 //! none is known there is no limit.
 
-use crate::config::{CouplingType, Dequantize, Mixing, ModelType, TrainConfig};
+use crate::config::{CouplingNet, CouplingType, Dequantize, Mixing, ModelType, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::optim::OptimizerKind;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +64,12 @@ pub fn check_config(c: &TrainConfig) -> Result<()> {
     in_range("hidden_channels", c.hidden_channels, 1, 4096)?;
     in_range("densenet_depth", c.densenet_depth, 0, 32)?;
     in_range("densenet_growth", c.densenet_growth, 1, 1024)?;
+    if c.coupling_net == CouplingNet::Glow && c.densenet_depth > 0 {
+        return Err(TrainError::Config(format!(
+            "coupling_net = glow is Glow's three-layer network, which a DenseNet (densenet_depth = {}) replaces: choose one",
+            c.densenet_depth
+        )));
+    }
     in_range(
         "n_intermediate_channels",
         c.n_intermediate_channels,
@@ -449,12 +455,27 @@ fn mixing(config: &TrainConfig, c: u64, (h, w): (u64, u64)) -> Cost {
 
 /// The conditioner of a coupling from `c1` to `out` channels.
 fn conditioner(config: &TrainConfig, c1: u64, out: u64, hw: u64) -> Cost {
-    if config.densenet_depth == 0 {
-        let hidden = config.hidden_channels as u64;
-        let mut net =
-            conv(c1, hidden, 3, hw) + conv(hidden, hidden, 1, hw) + conv(hidden, out, 3, hw);
-        net.params += out; // the output's log-scales (the ReLUs are fused into the convolutions)
-        return net;
+    let hidden = config.hidden_channels as u64;
+    match (config.densenet_depth, config.coupling_net) {
+        (0, CouplingNet::Biased) => {
+            let mut net =
+                conv(c1, hidden, 3, hw) + conv(hidden, hidden, 1, hw) + conv(hidden, out, 3, hw);
+            net.params += out; // the output's log-scales (the ReLUs are fused into the convolutions)
+            return net;
+        }
+        (0, CouplingNet::Glow) => {
+            // the edge channel in the 3x3 convolutions; the hidden ones
+            // without a bias but with an ActNorm (and its ReLU unfused)
+            let mut net = conv(c1 + 1, hidden, 3, hw)
+                + conv(hidden, hidden, 1, hw)
+                + conv(hidden + 1, out, 3, hw);
+            // the log-scales; each ActNorm has one more vector than the bias counted
+            net.params += out + 2 * hidden;
+            net.buffers += 2;
+            net.activations += m(c1 + 1, hw) + 4 * m(hidden, hw) + m(hidden + 1, hw);
+            return net;
+        }
+        _ => {}
     }
     let growth = config.densenet_growth as u64;
     let mut width = c1;
@@ -546,7 +567,9 @@ fn model_cost(config: &TrainConfig, [c0, h0, w0]: [usize; 3]) -> Cost {
         }
         if level + 1 < config.n_levels {
             if config.use_splitprior {
-                let mut prior = conv(c1, 2 * c2, 3, hw);
+                let edge = u64::from(config.coupling_net == CouplingNet::Glow);
+                let mut prior = conv(c1 + edge, 2 * c2, 3, hw);
+                prior.activations += edge * m(c1 + 1, hw);
                 prior.params += 2 * c2;
                 prior.activations += 4 * m(c2, hw);
                 total = total + prior;

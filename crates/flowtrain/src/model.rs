@@ -96,6 +96,7 @@ fn glow_config(config: &TrainConfig, dtype: DType, device: Device) -> GlowConfig
     if config.coupling == CouplingType::Additive {
         glow.coupling = CouplingKind::Additive;
     }
+    glow.conditioner = ConditionerKind::GlowNet(config.coupling_net.style());
     if config.densenet_depth > 0 {
         glow.conditioner = ConditionerKind::DenseNet(DenseNetConfig {
             depth: config.densenet_depth,

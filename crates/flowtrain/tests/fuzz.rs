@@ -384,6 +384,7 @@ fn toml_value() -> impl Strategy<Value = String> {
             Just("\"residual_flow\""),
             Just("\"coupling_flow\""),
             Just("\"flow\""),
+            Just("\"glow\""),
             Just("\"uniform\""),
             Just("\"mnist\""),
             Just("\"shapes16\""),
@@ -396,7 +397,7 @@ fn toml_value() -> impl Strategy<Value = String> {
     ]
 }
 
-const KEYS: [&str; 34] = [
+const KEYS: [&str; 35] = [
     "dataset",
     "data_dir",
     "n_bits",
@@ -407,6 +408,7 @@ const KEYS: [&str; 34] = [
     "n_levels",
     "n_subflows",
     "hidden_channels",
+    "coupling_net",
     "densenet_depth",
     "densenet_growth",
     "n_intermediate_channels",

@@ -2,7 +2,7 @@
 //! describes: its parameter count against the built model's, and its step
 //! memory against the peak a counting allocator measures in a real step.
 
-use flowtrain::config::{Dequantize, Mixing, ModelType};
+use flowtrain::config::{CouplingNet, Dequantize, Mixing, ModelType};
 use flowtrain::{limits, TrainConfig, Trainer};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,6 +89,10 @@ fn the_estimate_bounds_the_model_and_a_step() {
         TrainConfig {
             batch_size: 128,
             hidden_channels: 16,
+            ..base()
+        },
+        TrainConfig {
+            coupling_net: CouplingNet::Glow,
             ..base()
         },
     ];

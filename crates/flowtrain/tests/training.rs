@@ -464,3 +464,56 @@ fn every_mixing_and_the_sylvester_and_residual_models_train() {
         assert_eq!(images.len(), 2 * 256, "{mixing:?}");
     }
 }
+
+#[test]
+fn glows_coupling_network_initialises_its_hidden_actnorms_once_and_saves_them() {
+    use flowtrain::config::CouplingNet;
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        coupling_net: CouplingNet::Glow,
+        steps: 4,
+        eval_every: 4,
+        ..tiny()
+    };
+    let hidden = "flow.levels.0.steps.0.coupling.net.0.actnorm";
+    let value = |named: Vec<(String, Tensor)>, name: &str| {
+        let found = named.into_iter().find(|(n, _)| n == name);
+        found
+            .unwrap_or_else(|| panic!("{name}"))
+            .1
+            .to_vec_f64()
+            .unwrap()
+    };
+    let mut trainer = Trainer::new(config, dir.path()).unwrap();
+    trainer.progress = false;
+    // not initialised until the first step, which initialises it
+    let flag = format!("{hidden}.initialized");
+    assert_eq!(value(trainer.model.buffers(), &flag), [0.0]);
+    let log_scale = format!("{hidden}.log_scale");
+    assert!(value(trainer.model.parameters(), &log_scale)
+        .iter()
+        .all(|&v| v == 0.0));
+    trainer.train_until(1).unwrap();
+    assert_eq!(value(trainer.model.buffers(), &flag), [1.0]);
+    let initial = value(trainer.model.parameters(), &log_scale);
+    assert!(initial.iter().all(|&v| v != 0.0), "{initial:?}");
+    trainer.run().unwrap();
+    drop(trainer); // its lock on the run folder
+
+    // saved with the parameters, and a resumed run starts from the saved
+    // values instead of initialising again
+    let ckpt = checkpoint::load(&dir.path().join(CHECKPOINT)).unwrap();
+    let saved = |name: &str| {
+        let found = ckpt.tensors.get(name);
+        found
+            .unwrap_or_else(|| panic!("{name}"))
+            .to_vec_f64()
+            .unwrap()
+    };
+    assert_eq!(saved(&format!("buffer.{flag}")), [1.0]);
+    let trained = saved(&format!("param.{log_scale}"));
+    assert_ne!(trained, initial, "training moves the hidden ActNorm");
+    let resumed = Trainer::resume(dir.path(), Some(6)).unwrap();
+    assert_eq!(value(resumed.model.parameters(), &log_scale), trained);
+    assert_eq!(value(resumed.model.buffers(), &flag), [1.0]);
+}

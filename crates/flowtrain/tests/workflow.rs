@@ -311,3 +311,63 @@ fn grids_are_upscaled_with_visible_lines_between_cells() {
     assert_eq!(at(2, 2), 0);
     assert_eq!(at(65, 65), 0);
 }
+
+#[test]
+fn a_sweep_crosses_its_list_flags_the_coupling_network_included() {
+    use clap::Parser;
+    use flowtrain::cli::{sweep_runs, Cli, Command};
+    use flowtrain::config::CouplingNet;
+    let argv = [
+        "flowtrain",
+        "sweep",
+        "--preset",
+        "quick",
+        "--coupling-net",
+        "biased,glow",
+        "--mixing",
+        "reverse,1x1",
+        "--seeds",
+        "0..2",
+    ];
+    let Command::Sweep(args) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("not a sweep");
+    };
+    let runs = sweep_runs(&args).unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "biased-reverse-seed0",
+            "biased-reverse-seed1",
+            "biased-1x1-seed0",
+            "biased-1x1-seed1",
+            "glow-reverse-seed0",
+            "glow-reverse-seed1",
+            "glow-1x1-seed0",
+            "glow-1x1-seed1",
+        ]
+    );
+    let nets: Vec<CouplingNet> = runs.iter().map(|r| r.config.coupling_net).collect();
+    assert_eq!(nets[..4], [CouplingNet::Biased; 4]);
+    assert_eq!(nets[4..], [CouplingNet::Glow; 4]);
+    assert_eq!(runs[6].config.mixing, Mixing::OneByOne);
+    assert_eq!(runs[7].config.seed, 1);
+    // an unknown network is refused with the known ones named
+    let argv = ["flowtrain", "train", "--coupling-net", "actnorm"];
+    let Command::Train(args) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("not a train");
+    };
+    let msg = args.resolve().unwrap_err().to_string();
+    assert!(msg.contains("biased, glow"), "{msg}");
+    // Glow's network and a DenseNet exclude each other
+    let config = flowtrain::TrainConfig {
+        coupling_net: CouplingNet::Glow,
+        densenet_depth: 2,
+        ..flowtrain::TrainConfig::default()
+    };
+    let msg = config.check().unwrap_err().to_string();
+    assert!(
+        msg.contains("coupling_net = glow") && msg.contains("densenet_depth = 2"),
+        "{msg}"
+    );
+}

@@ -68,7 +68,19 @@ impl ActNorm {
         Ok(())
     }
 
-    fn initialize(&self, x: &Tensor) -> Result<()> {
+    /// Whether the next forward initialises: in training mode and not initialised yet.
+    pub(crate) fn needs_initialization(&self) -> Result<bool> {
+        Ok(self.training.load(Ordering::Relaxed) && self.initialized.to_scalar()? == 0.0)
+    }
+
+    /// `(b, s)`, each `(1, channels)`.
+    pub(crate) fn bias_and_log_scale(&self) -> (&Tensor, &Tensor) {
+        (&self.bias, &self.log_scale)
+    }
+
+    /// Sets `b` and `s` from the batch `x` (see the type's docs), without a graph.
+    pub(crate) fn initialize(&self, x: &Tensor) -> Result<()> {
+        self.check(x)?;
         no_grad(|| {
             let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
             let mean = x.mean(&dims, true)?;
@@ -99,7 +111,7 @@ impl Flow for ActNorm {
 
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         self.check(x)?;
-        if self.training.load(Ordering::Relaxed) && self.initialized.to_scalar()? == 0.0 {
+        if self.needs_initialization()? {
             self.initialize(x)?;
         }
         let (b, s) = (

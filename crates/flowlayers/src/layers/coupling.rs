@@ -2,7 +2,7 @@
 
 use crate::base::sum_per_sample;
 use crate::flow::{prefixed, Flow};
-use crate::layers::conditioner::{Conditioner, DenseNet, DenseNetConfig, GlowNet};
+use crate::layers::conditioner::{Conditioner, DenseNet, DenseNetConfig, GlowNet, GlowNetStyle};
 use flowtensor::{DType, Device, Error, Generator, Result, Tensor};
 
 /// How an affine coupling turns the conditioner's raw output `h` into a
@@ -65,7 +65,7 @@ impl CouplingKind {
 /// crate end in a zero-initialised layer, an additive or `ExpTanh` coupling
 /// starts as the identity, and a `Sigmoid2` one as `z2 = sigmoid(2) x2`.
 ///
-/// Parameters: the conditioner's, under `net.`.
+/// Parameters and buffers: the conditioner's, under `net.`.
 pub struct Coupling {
     channels: usize,
     kind: CouplingKind,
@@ -106,7 +106,8 @@ impl Coupling {
         })
     }
 
-    /// A coupling with a [`GlowNet`] conditioner of `hidden` channels.
+    /// A coupling with a [`GlowNetStyle::Biased`] [`GlowNet`] conditioner of
+    /// `hidden` channels.
     pub fn glow(
         channels: usize,
         kind: CouplingKind,
@@ -115,8 +116,23 @@ impl Coupling {
         device: Device,
         gen: &mut Generator,
     ) -> Result<Self> {
+        let style = GlowNetStyle::Biased;
+        Self::glow_styled(style, channels, kind, hidden, dtype, device, gen)
+    }
+
+    /// A coupling with a [`GlowNet`] conditioner of `hidden` channels in the given form.
+    pub fn glow_styled(
+        style: GlowNetStyle,
+        channels: usize,
+        kind: CouplingKind,
+        hidden: usize,
+        dtype: DType,
+        device: Device,
+        gen: &mut Generator,
+    ) -> Result<Self> {
         let (c1, c2) = Self::split_sizes(channels);
-        let net = GlowNet::new(
+        let net = GlowNet::with_style(
+            style,
             c1,
             hidden,
             kind.conditioner_channels(c2),
@@ -232,5 +248,13 @@ impl Flow for Coupling {
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
         prefixed("net", self.net.parameters())
+    }
+
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        prefixed("net", self.net.buffers())
+    }
+
+    fn set_training(&self, training: bool) {
+        self.net.set_training(training);
     }
 }

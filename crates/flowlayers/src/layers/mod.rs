@@ -19,7 +19,9 @@ pub mod vector_sylvester;
 pub mod woodbury;
 
 pub use actnorm::ActNorm;
-pub use conditioner::{Conditioner, Conv2d, DenseNet, DenseNetConfig, GlowNet, ZeroConv2d};
+pub use conditioner::{
+    Conditioner, Conv2d, DenseNet, DenseNetConfig, GlowNet, GlowNetStyle, ZeroConv2d,
+};
 pub use conv1x1::{Conv1x1, Conv1x1Lu, Conv1x1Qr};
 pub use conv_exp::ConvExp;
 pub use coupling::{Coupling, CouplingKind, ScaleFn};

@@ -17,6 +17,9 @@ use flowtensor::{DType, Device, Error, Generator, Result, Tensor};
 /// - `log p(x | c) = sum(log N((x - mean) exp(-log_std); 0, 1) - log_std)` per sample;
 /// - a sample at temperature `t` is `mean + exp(log_std) * eps`, `eps ~ N(0, t^2)`.
 ///
+/// [`ConditionalGaussian::with_edge_channel`] feeds the convolution Glow's
+/// edge channel too ([`crate::layers::conditioner::with_edge_channel`]).
+///
 /// Parameters: `conv.weight`, `conv.bias`, `conv.logs`.
 pub struct ConditionalGaussian {
     conv: ZeroConv2d,
@@ -33,6 +36,19 @@ impl ConditionalGaussian {
     ) -> Result<Self> {
         Ok(ConditionalGaussian {
             conv: ZeroConv2d::new(cond_channels, 2 * channels, dtype, device)?,
+            channels,
+        })
+    }
+
+    /// The same Gaussian with the edge channel fed to its convolution.
+    pub fn with_edge_channel(
+        cond_channels: usize,
+        channels: usize,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Self> {
+        Ok(ConditionalGaussian {
+            conv: ZeroConv2d::with_edge_channel(cond_channels, 2 * channels, dtype, device)?,
             channels,
         })
     }
@@ -135,6 +151,16 @@ impl SplitPrior {
 
     /// A split of `channels` channels (at least 2).
     pub fn new(channels: usize, dtype: DType, device: Device) -> Result<Self> {
+        Self::build(channels, false, dtype, device)
+    }
+
+    /// A split whose prior's convolution also sees Glow's edge channel
+    /// ([`ConditionalGaussian::with_edge_channel`]).
+    pub fn with_edge_channel(channels: usize, dtype: DType, device: Device) -> Result<Self> {
+        Self::build(channels, true, dtype, device)
+    }
+
+    fn build(channels: usize, edge: bool, dtype: DType, device: Device) -> Result<Self> {
         let (c1, c2) = Self::split_sizes(channels);
         if c1 == 0 {
             return Err(Error::invalid(
@@ -142,10 +168,11 @@ impl SplitPrior {
                 format!("needs at least 2 channels, got {channels}"),
             ));
         }
-        Ok(SplitPrior {
-            channels,
-            prior: ConditionalGaussian::new(c1, c2, dtype, device)?,
-        })
+        let prior = match edge {
+            true => ConditionalGaussian::with_edge_channel(c1, c2, dtype, device)?,
+            false => ConditionalGaussian::new(c1, c2, dtype, device)?,
+        };
+        Ok(SplitPrior { channels, prior })
     }
 
     pub fn channels(&self) -> usize {
