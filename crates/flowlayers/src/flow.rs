@@ -48,6 +48,22 @@ pub fn prefixed(prefix: &str, named: Vec<(String, Tensor)>) -> Vec<(String, Tens
         .collect()
 }
 
+/// The parameters of every layer of `layers`, each prefixed with its layer's name.
+pub(crate) fn layers_parameters(layers: &[(String, &dyn Flow)]) -> Vec<(String, Tensor)> {
+    let each = layers
+        .iter()
+        .map(|(name, layer)| prefixed(name, layer.parameters()));
+    each.flatten().collect()
+}
+
+/// The buffers of every layer of `layers`, each prefixed with its layer's name.
+pub(crate) fn layers_buffers(layers: &[(String, &dyn Flow)]) -> Vec<(String, Tensor)> {
+    let each = layers
+        .iter()
+        .map(|(name, layer)| prefixed(name, layer.buffers()));
+    each.flatten().collect()
+}
+
 /// A fresh leaf variable holding a copy of `t`'s values (never sharing its storage).
 pub fn parameter(t: Tensor) -> Result<Tensor> {
     Ok(t.copy()?.as_variable())

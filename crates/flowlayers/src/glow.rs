@@ -2,7 +2,7 @@
 //! Flow with Invertible 1x1 Convolutions", 2018) as one bijection from images
 //! to a flat latent, with the mixing layer pluggable.
 
-use crate::flow::{prefixed, Flow};
+use crate::flow::{layers_buffers, layers_parameters, Flow};
 use crate::layers::conditioner::{DenseNetConfig, GlowNetStyle};
 use crate::layers::coupling::{Coupling, CouplingKind, ScaleFn};
 use crate::layers::split::SplitPrior;
@@ -402,17 +402,11 @@ impl Flow for Glow {
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
-        self.named_layers()
-            .into_iter()
-            .flat_map(|(name, layer)| prefixed(&name, layer.parameters()))
-            .collect()
+        layers_parameters(&self.named_layers())
     }
 
     fn buffers(&self) -> Vec<(String, Tensor)> {
-        self.named_layers()
-            .into_iter()
-            .flat_map(|(name, layer)| prefixed(&name, layer.buffers()))
-            .collect()
+        layers_buffers(&self.named_layers())
     }
 
     fn set_training(&self, training: bool) {

@@ -12,7 +12,7 @@
 //! invariant too, `log p(X | A)` does not depend on the node order.
 
 use crate::base::{standard_normal_log_density, sum_per_sample};
-use crate::flow::{prefixed, Flow};
+use crate::flow::{layers_buffers, layers_parameters, Flow};
 use crate::layers::{GraphConvExp, GraphCoupling};
 use crate::vector::{ActNorm as VectorActNorm, InvertibleLinear, ReversePermutation};
 use flowtensor::conv_exp::Terms;
@@ -324,17 +324,11 @@ impl Flow for GraphFlow {
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
-        self.named_layers()
-            .into_iter()
-            .flat_map(|(name, layer)| prefixed(&name, layer.parameters()))
-            .collect()
+        layers_parameters(&self.named_layers())
     }
 
     fn buffers(&self) -> Vec<(String, Tensor)> {
-        self.named_layers()
-            .into_iter()
-            .flat_map(|(name, layer)| prefixed(&name, layer.buffers()))
-            .collect()
+        layers_buffers(&self.named_layers())
     }
 
     fn set_training(&self, training: bool) {

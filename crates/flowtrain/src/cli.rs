@@ -794,6 +794,12 @@ fn print_dry_run(config: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
+/// Prints `wrote FILE, FILE, ...`.
+fn print_written(files: &[PathBuf]) {
+    let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    println!("wrote {}", files.join(", "));
+}
+
 /// Runs `train --preset toy`.
 pub fn train_toy(args: &TrainArgs) -> Result<()> {
     args.memory.apply();
@@ -862,12 +868,7 @@ pub fn train_toy(args: &TrainArgs) -> Result<()> {
             m.parameters
         ),
     }
-    let files: Vec<String> = report
-        .files
-        .iter()
-        .map(|f| f.display().to_string())
-        .collect();
-    println!("wrote {}", files.join(", "));
+    print_written(&report.files);
     Ok(())
 }
 
@@ -902,12 +903,7 @@ pub fn train_graph(args: &TrainArgs) -> Result<()> {
         "test nll {:.4} nats/node (initially {:.4}) on {} test graphs ({} nodes) after {} steps; {:.1} s training, {:.4} s/step, {} parameters",
         m.test_nll, m.initial_test_nll, m.test_graphs, m.test_nodes, m.steps, m.seconds, m.sec_per_step, m.parameters
     );
-    let files: Vec<String> = report
-        .files
-        .iter()
-        .map(|f| f.display().to_string())
-        .collect();
-    println!("wrote {}", files.join(", "));
+    print_written(&report.files);
     Ok(())
 }
 
@@ -1053,12 +1049,7 @@ fn train_images(args: &TrainArgs, parallel: &DataParallel) -> Result<()> {
             100.0 * summary.all_reduce_seconds / summary.train_seconds.max(f64::MIN_POSITIVE)
         );
     }
-    let files: Vec<String> = report
-        .files
-        .iter()
-        .map(|f| f.display().to_string())
-        .collect();
-    println!("wrote {}", files.join(", "));
+    print_written(&report.files);
     Ok(())
 }
 

@@ -464,15 +464,16 @@ fn conditioner(config: &TrainConfig, c1: u64, out: u64, hw: u64) -> Cost {
             return net;
         }
         (0, CouplingNet::Glow) => {
-            // the edge channel in the 3x3 convolutions; the hidden ones
-            // without a bias but with an ActNorm (and its ReLU unfused)
+            // the edge channel in the 3x3 convolutions; the hidden ActNorms
+            // folded into their convolutions (with the ReLUs fused)
             let mut net = conv(c1 + 1, hidden, 3, hw)
                 + conv(hidden, hidden, 1, hw)
                 + conv(hidden + 1, out, 3, hw);
             // the log-scales; each ActNorm has one more vector than the bias counted
             net.params += out + 2 * hidden;
             net.buffers += 2;
-            net.activations += m(c1 + 1, hw) + 4 * m(hidden, hw) + m(hidden + 1, hw);
+            // the input with its edge channel, the output before the edge map is added
+            net.activations += m(c1 + 1, hw) + m(out, hw);
             return net;
         }
         _ => {}

@@ -3,6 +3,7 @@
 
 use crate::error::{Result, TrainError};
 use crate::files::write_atomic;
+use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -360,4 +361,20 @@ fn profile_svg(profile: &flowtensor::profile::Profile) -> String {
         LABEL + WIDTH + 80.0,
         y + 10.0
     )
+}
+
+/// The progress bar of a run (hidden unless `show`).
+pub fn progress_bar(total: u64, show: bool) -> ProgressBar {
+    let bar = if show {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }

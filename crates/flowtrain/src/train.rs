@@ -21,7 +21,6 @@ use crate::report::{self, Evaluation, Summary, TrainingCurve};
 use crate::sampling;
 use crate::spikes::SpikeDetector;
 use flowtensor::{no_grad, profile, Device, Generator, GeneratorState, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -556,17 +555,7 @@ impl Trainer {
     fn train_in_pool(&mut self, until: u64) -> Result<()> {
         let total = self.total;
         let until = until.min(total);
-        let bar = if self.progress {
-            ProgressBar::new(total)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        let bar = crate::report::progress_bar(total, self.progress);
         bar.set_position(self.step);
         let images_per_step = self.config.batch_size as f64;
         let session = flowtensor::profile::if_requested();

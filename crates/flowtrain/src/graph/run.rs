@@ -9,10 +9,9 @@ use crate::checkpoint;
 use crate::error::{Result, TrainError};
 use crate::files::{write_atomic, RunLock};
 use crate::optim::{clip_factor, Optimizer, OptimizerKind};
-use crate::report::write_json;
+use crate::report::{progress_bar, write_json};
 use flowlayers::{Flow, GraphFlow, GraphFlowConfig};
 use flowtensor::{no_grad, DType, Device, Generator};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -178,17 +177,7 @@ fn run_in_pool(config: &GraphConfig, out: &Path, progress: bool) -> Result<Graph
     let mut optimizer = Optimizer::new(OptimizerKind::adam(), flow.parameters())?;
     let checkpoint_path = out.join(CHECKPOINT);
     let mut saved: Option<PathBuf> = None;
-    let bar = if progress {
-        ProgressBar::new(config.steps)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(config.steps, progress);
     let (mut seconds, mut interval) = (0.0, (0.0, 0u64));
     for step in 0..config.steps {
         let batch = config.batch_size.min(train.len());

@@ -11,10 +11,9 @@ use crate::data::toys::Toy;
 use crate::error::{Result, TrainError};
 use crate::files::{write_atomic, RunLock};
 use crate::optim::{clip_factor, Optimizer};
-use crate::report::{write_json, write_profile};
+use crate::report::{progress_bar, write_json, write_profile};
 use flowlayers::{Base, Flow, FlowDistribution, StandardNormal};
 use flowtensor::{in_pool, no_grad, profile, DType, Device, Generator, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -210,22 +209,6 @@ impl TrainingData {
             }
         }
     }
-}
-
-/// The progress bar of a run (hidden unless `show`).
-fn progress_bar(total: u64, show: bool) -> ProgressBar {
-    let bar = if show {
-        ProgressBar::new(total)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
 }
 
 /// One optimiser update from `loss`; returns the loss's value.
