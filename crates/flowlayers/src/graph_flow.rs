@@ -13,7 +13,7 @@
 
 use crate::base::{standard_normal_log_density, sum_per_sample};
 use crate::flow::{layers_buffers, layers_parameters, Flow};
-use crate::layers::{GraphConvExp, GraphCoupling};
+use crate::layers::{Graph, GraphConvExp, GraphCoupling};
 use crate::vector::{ActNorm as VectorActNorm, InvertibleLinear, ReversePermutation};
 use flowtensor::conv_exp::Terms;
 use flowtensor::{DType, Device, Error, Generator, Result, Tensor};
@@ -159,6 +159,7 @@ impl GraphStep {
 pub struct GraphFlow {
     config: GraphFlowConfig,
     dtype: DType,
+    device: Device,
     steps: Vec<GraphStep>,
 }
 
@@ -216,6 +217,7 @@ impl GraphFlow {
         Ok(GraphFlow {
             config,
             dtype,
+            device,
             steps,
         })
     }
@@ -226,12 +228,14 @@ impl GraphFlow {
 
     /// Sets the graph of every graph layer: `(V, V)` shared by the batch or
     /// `(N, V, V)` per sample (symmetric 0/1, no self loops).
+    /// The adjacency is validated and normalised once for all layers.
     pub fn set_adjacency(&self, adjacency: &Tensor) -> Result<()> {
+        let graph = Graph::new(GF, &adjacency.to_dtype(self.dtype)?.to_device(self.device)?)?;
         for step in &self.steps {
             if let Some(convexp) = &step.convexp {
-                convexp.with_adjacency(adjacency)?;
+                convexp.set_graph(graph.clone())?;
             }
-            step.coupling.with_adjacency(adjacency)?;
+            step.coupling.set_graph(graph.clone())?;
         }
         Ok(())
     }
@@ -256,7 +260,7 @@ impl GraphFlow {
     ) -> Result<Tensor> {
         self.set_adjacency(adjacency)?;
         let shape = [n, nodes, self.config.channels];
-        let z = gen.normal(&shape, 0.0, temperature, self.dtype, adjacency.device())?;
+        let z = gen.normal(&shape, 0.0, temperature, self.dtype, self.device)?;
         self.inverse(&z)
     }
 

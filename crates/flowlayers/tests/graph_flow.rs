@@ -214,6 +214,20 @@ fn samples_have_the_graphs_shape_and_errors_name_the_shapes() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("nodes"), "{msg}");
+    // a graph normalised in another dtype is refused by name
+    let layer = flowlayers::layers::GraphConvExp::new(
+        2,
+        &a,
+        Terms::Fixed(4),
+        DType::F64,
+        Device::Cpu,
+        &mut Generator::new(2),
+    )
+    .unwrap();
+    let f32_graph =
+        flowlayers::layers::Graph::new("test", &a.to_dtype(DType::F32).unwrap()).unwrap();
+    let msg = layer.set_graph(f32_graph).unwrap_err().to_string();
+    assert!(msg.contains("GraphConvExp") && msg.contains("F32"), "{msg}");
     let config = GraphFlowConfig {
         channels: 1,
         steps: 1,

@@ -158,6 +158,24 @@ impl Graph {
         &self.trace
     }
 
+    /// An error naming `layer` unless the graph has `like`'s dtype and device.
+    fn check_placement(&self, layer: &'static str, like: &Tensor) -> Result<()> {
+        let norm = &self.norm;
+        if norm.dtype() != like.dtype() || norm.device() != like.device() {
+            return Err(Error::invalid(
+                layer,
+                format!(
+                    "the graph is {:?} on {}, the layer {:?} on {}",
+                    norm.dtype(),
+                    norm.device(),
+                    like.dtype(),
+                    like.device()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// `A_norm U` for `U (N, V, K)` (batched, broadcasting matmul).
     fn propagate(&self, u: &Tensor) -> Result<Tensor> {
         self.norm.matmul(u)
@@ -286,6 +304,13 @@ impl GraphConvExp {
                 .to_dtype(self.w0.dtype())?
                 .to_device(self.w0.device())?,
         )?;
+        self.set_graph(graph)
+    }
+
+    /// Replaces the graph with an already normalised one (of the layer's
+    /// dtype and device), e.g. one shared by every layer of a flow.
+    pub fn set_graph(&self, graph: Graph) -> Result<()> {
+        graph.check_placement(GCE, &self.w0)?;
         *self
             .graph
             .write()
@@ -516,6 +541,13 @@ impl GraphCoupling {
                 .to_dtype(self.self_loop.dtype())?
                 .to_device(self.self_loop.device())?,
         )?;
+        self.set_graph(graph)
+    }
+
+    /// Replaces the graph with an already normalised one (of the layer's
+    /// dtype and device).
+    pub fn set_graph(&self, graph: Graph) -> Result<()> {
+        graph.check_placement(GC, &self.self_loop)?;
         *self
             .graph
             .write()

@@ -9,9 +9,9 @@ use crate::checkpoint;
 use crate::error::{Result, TrainError};
 use crate::files::{write_atomic, RunLock};
 use crate::optim::{clip_factor, Optimizer, OptimizerKind};
-use crate::report::{progress_bar, write_json};
+use crate::report::{progress_bar, write_json, write_profile};
 use flowlayers::{Flow, GraphFlow, GraphFlowConfig};
-use flowtensor::{no_grad, DType, Device, Generator};
+use flowtensor::{no_grad, profile, DType, Device, Generator};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -138,7 +138,9 @@ fn save_checkpoint(path: &Path, flow: &GraphFlow, config: &GraphConfig, step: u6
 }
 
 /// Trains and evaluates the run of `config` in `out` (locked while the run
-/// writes; every file replaced atomically). `progress` shows a progress bar.
+/// writes; every file replaced atomically). `progress` shows a progress bar;
+/// with profiling requested (`FLOWTENSOR_PROFILE=1`, `cargo xtask profile`)
+/// the training loop's profile is written too.
 pub fn run(config: &GraphConfig, out: &Path, progress: bool) -> Result<GraphReport> {
     flowtensor::in_pool(|| run_in_pool(config, out, progress))
 }
@@ -178,6 +180,7 @@ fn run_in_pool(config: &GraphConfig, out: &Path, progress: bool) -> Result<Graph
     let checkpoint_path = out.join(CHECKPOINT);
     let mut saved: Option<PathBuf> = None;
     let bar = progress_bar(config.steps, progress);
+    let session = profile::if_requested();
     let (mut seconds, mut interval) = (0.0, (0.0, 0u64));
     for step in 0..config.steps {
         let batch = config.batch_size.min(train.len());
@@ -228,6 +231,10 @@ fn run_in_pool(config: &GraphConfig, out: &Path, progress: bool) -> Result<Graph
         }
     }
     bar.finish_and_clear();
+    let mut files = Vec::new();
+    if let Some(session) = session {
+        files.push(write_profile(out, &session.finish())?);
+    }
     let test_nll = curve.last().map_or(initial, |c| c.1);
 
     let picture = out.join(PICTURE);
@@ -271,6 +278,10 @@ fn run_in_pool(config: &GraphConfig, out: &Path, progress: bool) -> Result<Graph
     write_json(&metrics_path, &metrics)?;
     Ok(GraphReport {
         metrics,
-        files: vec![picture, checkpoint_path, metrics_path, config_path],
+        files: [
+            vec![picture, checkpoint_path, metrics_path, config_path],
+            files,
+        ]
+        .concat(),
     })
 }
